@@ -1,0 +1,58 @@
+"""Composes the components for the current stack. Every difference between stacks comes from config."""
+
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import pulumi  # noqa: E402
+import pulumi_proxmoxve as pve  # noqa: E402
+
+from components.config import proxmox_api_token, stack_from_config  # noqa: E402
+from components.gateway import Gateway, GatewayArgs  # noqa: E402
+from components.proxmox_vm import ProxmoxVm, ProxmoxVmArgs  # noqa: E402
+from spec import derive  # noqa: E402
+
+# Validates everything first: a bad config raises here, before any resource is registered.
+stack = stack_from_config()
+
+provider = pve.Provider(
+    "proxmox",
+    endpoint=stack.proxmox.endpoint,
+    insecure=stack.proxmox.insecure,
+    api_token=proxmox_api_token(),
+    # Snippets are uploaded over SSH to the node; the operator's ssh-agent holds the key.
+    ssh=pve.ProviderSshArgs(agent=True, username=stack.proxmox.ssh_user),
+)
+with_provider = pulumi.ResourceOptions(providers=[provider])
+
+pool = pve.PoolLegacy(
+    "pool",
+    pool_id=stack.proxmox.pool,
+    comment=f"hypha-infra stack {stack.site.stack}",
+    opts=pulumi.ResourceOptions(provider=provider),
+)
+
+gateway = Gateway("gateway", GatewayArgs(stack, pool.pool_id), with_provider)
+vms = {derive.gateway_name(stack): gateway.vm}
+for name in sorted(stack.hosts):
+    if name not in vms:
+        vms[name] = ProxmoxVm(name, ProxmoxVmArgs(stack, name, pool.pool_id), with_provider)
+
+pulumi.export(
+    "hosts",
+    {
+        name: {
+            "vm_id": h.vm_id,
+            "node": h.node,
+            "lan_ip": str(h.lan_ip),
+            "public_ipv4": str(h.public_ipv4) if h.public_ipv4 else None,
+            "public_ipv6": str(h.public_ipv6) if h.public_ipv6 else None,
+            "roles": list(h.roles),
+            "ssh": derive.ssh_jump_command(stack, name),
+        }
+        for name, h in sorted(stack.hosts.items())
+    },
+)
+pulumi.export("public_urls", [e["url"] for e in derive.public_endpoints(stack)])
+pulumi.export("ssh_jump", gateway.jump_command)

@@ -1,0 +1,159 @@
+"""Runs the Pulumi program for one stack under Pulumi's mock runtime and records what it registers.
+
+The offline plan, the tests and the benchmarks all go through `run_stack`, so they see exactly
+what `pulumi preview` would send to the engine: resource types, names, parents, inputs and options.
+"""
+
+from __future__ import annotations
+
+import json
+import runpy
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+import pulumi
+from pulumi.runtime import mocks as pmocks
+from pulumi.runtime import settings as psettings
+from pulumi.runtime.config import set_all_config
+from pulumi.runtime.stack import run_pulumi_func
+from pulumi.runtime.sync_await import _sync_await
+
+from spec.load import PROJECT, ROOT, read_stack_config
+
+MAIN = ROOT / "__main__.py"
+
+# Placeholder secrets so the program can run offline; real ones come from `pulumi config set --secret`.
+OFFLINE_SECRETS = {
+    "proxmoxve:apiToken": "offline@pam!plan=00000000-0000-0000-0000-000000000000",
+    f"{PROJECT}:deployPrivateKey": "-----BEGIN OPENSSH PRIVATE KEY-----\noffline-placeholder\n-----END OPENSSH PRIVATE KEY-----\n",
+}
+
+
+@dataclass
+class Registered:
+    urn: str
+    type: str
+    name: str
+    parent: str
+    custom: bool
+    inputs: dict
+    protect: bool
+    ignore_changes: list[str]
+    dependencies: list[str]
+    provider: str
+    delete_before_replace: bool = False
+
+    @property
+    def parent_name(self) -> str:
+        return self.parent.rsplit("::", 1)[-1] if self.parent else ""
+
+
+@dataclass
+class Run:
+    stack: str
+    resources: list[Registered] = field(default_factory=list)
+    exports: dict[str, Any] = field(default_factory=dict)
+
+    def of_type(self, type_: str) -> list[Registered]:
+        return [r for r in self.resources if r.type == type_]
+
+    def by_urn(self) -> dict[str, Registered]:
+        return {r.urn: r for r in self.resources}
+
+    def children(self, parent: Registered) -> list[Registered]:
+        return [r for r in self.resources if r.parent == parent.urn]
+
+
+class _Mocks(pmocks.Mocks):
+    """Returns inputs as outputs, plus the ids the Proxmox provider would compute."""
+
+    def new_resource(self, args: pmocks.MockResourceArgs):
+        state = dict(args.inputs)
+        if args.typ == "proxmoxve:index/fileLegacy:FileLegacy":
+            raw = state.get("sourceRaw") or {}
+            state["fileName"] = raw.get("fileName", "")
+            return f"{state.get('datastoreId')}:snippets/{state['fileName']}", state
+        if args.typ == "proxmoxve:index/poolLegacy:PoolLegacy":
+            return state.get("poolId", args.name), state
+        if args.typ == "proxmoxve:index/vmLegacy:VmLegacy":
+            return str(state.get("vmId", args.name)), state
+        return f"{args.name}-id", state
+
+    def call(self, args: pmocks.MockCallArgs):
+        return {}, None
+
+
+class _RecordingMonitor(pmocks.MockMonitor):
+    def __init__(self, mocks: _Mocks, run: Run):
+        super().__init__(mocks)
+        self._run = run
+
+    def RegisterResource(self, request):
+        response = super().RegisterResource(request)
+        if request.type != "pulumi:pulumi:Stack":
+            inputs = self.resources[response.urn].state if response.urn in self.resources else {}
+            self._run.resources.append(
+                Registered(
+                    urn=response.urn,
+                    type=request.type,
+                    name=request.name,
+                    parent=request.parent,
+                    custom=bool(request.custom),
+                    inputs=dict(inputs),
+                    protect=bool(request.protect),
+                    ignore_changes=list(request.ignoreChanges),
+                    dependencies=list(request.dependencies),
+                    provider=request.provider,
+                    delete_before_replace=bool(request.deleteBeforeReplace),
+                )
+            )
+        return response
+
+
+def pulumi_config(raw: dict[str, Any], secrets: Optional[dict[str, str]] = None) -> tuple[dict[str, str], list[str]]:
+    """The config map the engine would hand the program: JSON strings under namespaced keys."""
+    cfg = {f"{PROJECT}:{k}": v if isinstance(v, str) else json.dumps(v) for k, v in raw.items()}
+    secrets = OFFLINE_SECRETS if secrets is None else secrets
+    cfg.update(secrets)
+    return cfg, list(secrets)
+
+
+def run_stack(
+    stack: str,
+    raw: Optional[dict[str, Any]] = None,
+    secrets: Optional[dict[str, str]] = None,
+    preview: bool = True,
+    root: Path = ROOT,
+) -> Run:
+    """Run __main__.py for `stack` with `raw` config (default: the stack files) and record everything.
+
+    Raises whatever the program raises, e.g. spec.errors.ConfigError for bad config; by then
+    nothing has been registered, which the tests check through `last_run`.
+    """
+    global last_run
+    if raw is None:
+        raw = read_stack_config(stack, root)
+    run = Run(stack)
+    last_run = run
+    mocks = _Mocks()
+    psettings.ROOT.set(None)  # a fresh Stack resource per run, several runs per process
+    pmocks.set_mocks(mocks, project=PROJECT, stack=stack, preview=preview, monitor=_RecordingMonitor(mocks, run))
+    cfg, secret_keys = pulumi_config(raw, secrets)
+    set_all_config(cfg, secret_keys)
+
+    def program():
+        runpy.run_path(str(MAIN), run_name="__pulumi_main__")
+
+    _sync_await(run_pulumi_func(program))
+    root_resource = psettings.get_root_resource()
+    outputs = getattr(root_resource, "outputs", {}) if root_resource else {}
+    run.exports = {k: _sync_await(_resolve(v)) for k, v in outputs.items()}
+    return run
+
+
+async def _resolve(value: Any) -> Any:
+    return await pulumi.Output.from_input(value).future()
+
+
+last_run: Optional[Run] = None

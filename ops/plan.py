@@ -1,0 +1,123 @@
+"""Offline plan: run the program for one stack under mocks and print what it would build.
+
+    python -m ops.plan --stack prod [--json]
+
+Exit 0 when the plan is fine, 1 when the config is invalid, 2 when a node is over capacity.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections import Counter, defaultdict
+from typing import Any
+
+from spec import derive
+from spec.capacity import usage
+from spec.errors import ConfigError
+from spec.load import load_stack
+
+from .mockrun import Run, run_stack
+
+
+def _top_level(run: Run) -> dict[str, Counter]:
+    """Resources under each top-level component (or a top-level resource on its own), by type."""
+    by_urn = run.by_urn()
+    groups: dict[str, Counter] = defaultdict(Counter)
+    for r in run.resources:
+        top = r
+        while top.parent in by_urn:
+            top = by_urn[top.parent]
+        kind = "provider" if top.type.startswith("pulumi:providers:") else top.type.rsplit(":", 1)[-1]
+        label = f"{kind} {top.name}"
+        if r is top and not r.custom:
+            groups[label]  # a component: listed, counted through its children
+        else:
+            groups[label][r.type.rsplit(":", 1)[-1]] += 1
+    return groups
+
+
+def build_report(stack_name: str) -> dict[str, Any]:
+    started = time.perf_counter()
+    stack = load_stack(stack_name)
+    run = run_stack(stack_name)
+    nodes = {}
+    over = False
+    for node, u in usage(stack.proxmox, stack.hosts).items():
+        nodes[node] = {}
+        for key, item in u.items():
+            nodes[node][key] = {"used": item.used, "offered": item.offered, "percent": round(100 * item.ratio, 1), "level": item.level}
+            over |= item.level == "over"
+    report = {
+        "stack": stack_name,
+        "domain": stack.site.domain,
+        "resources": len(run.resources),
+        "components": {k: dict(v) for k, v in sorted(_top_level(run).items())},
+        "hosts": {
+            name: {
+                "vm_id": h.vm_id,
+                "node": h.node,
+                "cores": h.cores,
+                "memory_mb": h.memory_mb,
+                "disk_gb": h.disk_gb,
+                "lan_ip": str(h.lan_ip),
+                "public_ipv4": str(h.public_ipv4) if h.public_ipv4 else None,
+                "roles": list(h.roles),
+                "protected": derive.protected(stack, name),
+            }
+            for name, h in sorted(stack.hosts.items())
+        },
+        "nodes": nodes,
+        "endpoints": derive.public_endpoints(stack),
+        "ssh_logins": derive.login_people(stack),
+        "ssh_jump": run.exports.get("ssh_jump"),
+        "over_capacity": over,
+        "seconds": round(time.perf_counter() - started, 3),
+    }
+    return report
+
+
+def format_report(r: dict[str, Any]) -> str:
+    lines = [f"Stack {r['stack']} ({r['domain']}): {r['resources']} resources, planned offline in {r['seconds']} s", ""]
+    lines.append("Resources per component")
+    for comp, counts in r["components"].items():
+        inner = ", ".join(f"{n} {t}" for t, n in sorted(counts.items()) if n)
+        lines.append(f"  {comp:<28} {inner or '1 resource'}")
+    lines += ["", "Hosts"]
+    lines.append(f"  {'name':<10} {'vm id':>6} {'node':<6} {'cores':>5} {'MiB':>6} {'GiB':>5}  {'lan':<12} {'public':<15} roles")
+    for name, h in r["hosts"].items():
+        flag = " [protected]" if h["protected"] else ""
+        lines.append(
+            f"  {name:<10} {h['vm_id']:>6} {h['node']:<6} {h['cores']:>5} {h['memory_mb']:>6} {h['disk_gb']:>5}  "
+            f"{h['lan_ip']:<12} {h['public_ipv4'] or '-':<15} {','.join(h['roles']) or '-'}{flag}"
+        )
+    lines += ["", "Node capacity (warn above 85%, fail above 100%)"]
+    for node, items in r["nodes"].items():
+        for key, u in items.items():
+            mark = {"ok": "", "warn": "  WARN", "over": "  OVER CAPACITY"}[u["level"]]
+            lines.append(f"  {node:<6} {key:<20} {u['used']:>7} / {u['offered']:<7} {u['percent']:>6}%{mark}")
+    lines += ["", "Public endpoints"]
+    for e in r["endpoints"] or [{"url": "(none)", "ipv4": None, "upstream": ""}]:
+        lines.append(f"  {e['url']:<36} {e.get('ipv4') or 'VPN only':<15} -> {e['upstream']}")
+    lines += ["", f"SSH logins: {', '.join(r['ssh_logins'])}", f"Jump: {r['ssh_jump']}"]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="ops.plan", description=__doc__.split("\n")[0])
+    parser.add_argument("--stack", required=True, help="stack name: a Pulumi.<stack>.yaml must exist")
+    parser.add_argument("--json", action="store_true", help="print the report as JSON")
+    args = parser.parse_args(argv)
+    try:
+        report = build_report(args.stack)
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)
+        return 1
+    print(json.dumps(report, indent=2) if args.json else format_report(report))
+    return 2 if report["over_capacity"] else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

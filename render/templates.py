@@ -1,0 +1,28 @@
+"""The one Jinja environment every rendered file comes from (templates/ at the repo root)."""
+
+from __future__ import annotations
+
+import json
+from functools import lru_cache
+from pathlib import Path
+
+import jinja2
+
+TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
+
+
+@lru_cache(maxsize=1)
+def environment() -> jinja2.Environment:
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(TEMPLATES),
+        undefined=jinja2.StrictUndefined,  # a missing variable is a bug, never an empty string
+        keep_trailing_newline=True,
+        autoescape=False,
+    )
+    # Key order kept as given: the output must be byte-stable for hashing and drift checks.
+    env.filters["tojson"] = lambda v: json.dumps(v, ensure_ascii=False)
+    return env
+
+
+def render(name: str, **context) -> str:
+    return environment().get_template(name).render(**context)

@@ -1,0 +1,226 @@
+"""Checks across fields: references, uniqueness, address ranges, id ranges and node capacity.
+
+They run on whatever parts of the config parsed, so one broken host does not hide problems elsewhere.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Optional
+
+from .capacity import usage
+from .errors import Problem
+from .keys import parse_public_key
+from .model import HOST_ROLES, Access, Host, Network, Person, Proxmox, Service, Site
+
+_HOSTNAME = re.compile(r"^[a-z]([a-z0-9-]{0,61}[a-z0-9])?$")
+_USERNAME = re.compile(r"^[a-z_][a-z0-9_-]{0,31}$")
+# System accounts a person must not shadow.
+RESERVED_USERS = {"root", "deploy", "daemon", "bin", "sys", "nobody", "admin", "debian", "sshd", "www-data"}
+
+
+def check(
+    stack_name: str,
+    site: Optional[Site],
+    proxmox: Optional[Proxmox],
+    network: Optional[Network],
+    access: Optional[Access],
+    people: dict[str, Person],
+    hosts: dict[str, Host],
+    services: dict[str, Service],
+    declared: Optional[dict[str, set[str]]] = None,
+) -> list[Problem]:
+    out: list[Problem] = []
+    add = lambda path, msg: out.append(Problem(path, msg))  # noqa: E731
+
+    if site is not None:
+        if site.stack != stack_name:
+            add("site.stack", f"is {site.stack!r} but this is stack {stack_name!r}; set it to {stack_name!r}")
+        if site.vm_ids.first > site.vm_ids.last:
+            add("site.vm_ids", f"first {site.vm_ids.first} is above last {site.vm_ids.last}; swap them")
+
+    if network is not None:
+        if network.gateway not in network.lan_cidr:
+            add("network.gateway", f"{network.gateway} is outside network.lan_cidr {network.lan_cidr}")
+        pub = network.public
+        if pub is not None:
+            if pub.ipv4_cidr and pub.ipv4_gateway and pub.ipv4_gateway not in pub.ipv4_cidr:
+                add("network.public.ipv4_gateway", f"{pub.ipv4_gateway} is outside network.public.ipv4_cidr {pub.ipv4_cidr}")
+            if pub.ipv4_cidr and not pub.ipv4_gateway:
+                add("network.public.ipv4_gateway", "required when network.public.ipv4_cidr is set")
+
+    declared = declared or {"people": set(people), "hosts": set(hosts), "services": set(services)}
+    _check_people(people, add)
+    if access is not None:
+        _check_access(site, access, people, declared["people"], add)
+    _check_hosts(site, proxmox, network, hosts, add)
+    _check_services(hosts, declared["hosts"], services, add)
+    return out
+
+
+def _check_people(people: dict[str, Person], add) -> None:
+    owner: dict[str, str] = {}
+    for name, person in people.items():
+        if not _USERNAME.match(name):
+            add(f"people.{name}", "is not a valid login name (lower-case letters, digits, _ and -, max 32)")
+        elif name in RESERVED_USERS:
+            add(f"people.{name}", f"{name!r} is a system account name; pick another login name")
+        for i, key in enumerate(person.keys):
+            blob = parse_public_key(key).fingerprint_input
+            if blob in owner and owner[blob] != name:
+                add(f"people.{name}.keys[{i}]", f"the same key is also listed for {owner[blob]!r}; keys are personal")
+            owner.setdefault(blob, name)
+
+
+def _check_access(site: Optional[Site], access: Access, people: dict[str, Person], declared: set[str], add) -> None:
+    for list_name in ("admins", "members"):
+        names = getattr(access, list_name)
+        seen = set()
+        for i, name in enumerate(names):
+            path = f"access.{list_name}[{i}]"
+            if name in seen:
+                add(path, f"{name!r} is listed twice; remove the duplicate")
+            seen.add(name)
+            if name not in declared:
+                add(path, f"{name!r} is not a defined person; add people.{name} or remove the entry")
+            elif name in people and list_name == "admins" and "admin" not in people[name].roles:
+                add(path, f"{name!r} does not have the admin role; add `admin` to people.{name}.roles")
+    if site is not None and site.ssh_access == "admins" and not 2 <= len(set(access.admins)) <= 3:
+        add(
+            "access.admins",
+            f"has {len(set(access.admins))} admin(s) where only admins log in; "
+            "name 2 or 3 (two so nobody is a single point of failure, at most three to keep access tight)",
+        )
+    if site is not None and site.ssh_access == "members" and not access.members:
+        add("access.members", "is empty while site.ssh_access is `members`; list the members who log in")
+    try:
+        deploy_blob = parse_public_key(access.deploy.public_key).fingerprint_input
+        for name, person in people.items():
+            if any(parse_public_key(k).fingerprint_input == deploy_blob for k in person.keys):
+                add("access.deploy.public_key", f"is also {name!r}'s personal key; the deploy key must be its own")
+    except ValueError:
+        pass
+
+
+def _check_hosts(site, proxmox, network, hosts: dict[str, Host], add) -> None:
+    by_vm_id: dict[int, str] = {}
+    by_ip: dict[str, str] = {}
+    gateways = [n for n, h in hosts.items() if "gateway" in h.roles]
+    if len(gateways) != 1 and hosts:
+        add("hosts", f"needs exactly one host with role `gateway` (the SSH bastion); found {len(gateways)}: {gateways}")
+    for name, h in hosts.items():
+        p = f"hosts.{name}"
+        if not _HOSTNAME.match(name):
+            add(p, "is not a valid host name (lower-case letters, digits and hyphens, starting with a letter)")
+        for r in h.roles:
+            if r not in HOST_ROLES:
+                add(f"{p}.roles", f"unknown role {r!r}; known roles: {', '.join(HOST_ROLES)}")
+        if h.vm_id in by_vm_id:
+            add(f"{p}.vm_id", f"{h.vm_id} is already used by hosts.{by_vm_id[h.vm_id]}; pick a free id")
+        by_vm_id.setdefault(h.vm_id, name)
+        for field in ("lan_ip", "public_ipv4", "public_ipv6"):
+            ip = getattr(h, field)
+            if ip is None:
+                continue
+            if str(ip) in by_ip:
+                add(f"{p}.{field}", f"{ip} is already used by {by_ip[str(ip)]}; every address must be unique")
+            by_ip.setdefault(str(ip), f"hosts.{name}.{field}")
+        if site is not None and not site.vm_ids.first <= h.vm_id <= site.vm_ids.last:
+            add(
+                f"{p}.vm_id",
+                f"{h.vm_id} is outside this stack's range site.vm_ids {site.vm_ids.first}-{site.vm_ids.last}",
+            )
+        if proxmox is not None and h.vm_id == proxmox.template.vm_id:
+            add(f"{p}.vm_id", f"{h.vm_id} is the template's id (proxmox.template.vm_id); pick another")
+        if network is not None:
+            _check_host_network(p, h, network, add)
+            if network.gateway == h.lan_ip:
+                add(f"{p}.lan_ip", f"{h.lan_ip} is network.gateway; pick another address")
+        if proxmox is not None:
+            node = proxmox.nodes.get(h.node)
+            if node is None:
+                add(f"{p}.node", f"unknown node {h.node!r}; known nodes: {', '.join(sorted(proxmox.nodes))}")
+                continue
+            ds = h.datastore or proxmox.default_datastore
+            if ds not in node.storage:
+                add(
+                    f"{p}.datastore" if h.datastore else "proxmox.default_datastore",
+                    f"storage {ds!r} does not exist on node {h.node!r}; it has: {', '.join(sorted(node.storage))}",
+                )
+            if h.cores > node.cores:
+                add(f"{p}.cores", f"{h.cores} is more than node {h.node!r} has ({node.cores} threads)")
+            if network is not None:
+                if network.lan_bridge not in node.bridges:
+                    add(f"{p}.node", f"node {h.node!r} has no bridge {network.lan_bridge!r} (network.lan_bridge)")
+                if network.public and (h.public_ipv4 or h.public_ipv6) and network.public.bridge not in node.bridges:
+                    add(f"{p}.node", f"node {h.node!r} has no bridge {network.public.bridge!r} (network.public.bridge)")
+    if proxmox is not None:
+        if proxmox.template.node not in proxmox.nodes:
+            add("proxmox.template.node", f"unknown node {proxmox.template.node!r}; known nodes: {', '.join(sorted(proxmox.nodes))}")
+        for node_name, u in usage(proxmox, hosts).items():
+            node = proxmox.nodes[node_name]
+            if u.vcpus.level == "over":
+                add(
+                    f"proxmox.nodes.{node_name}",
+                    f"hosts on it ask for {u.vcpus.used} vCPUs but it offers {u.vcpus.offered} "
+                    f"({node.cores} threads x vcpu_ratio {node.vcpu_ratio}); move or shrink hosts",
+                )
+            if u.memory_mb.level == "over":
+                add(
+                    f"proxmox.nodes.{node_name}",
+                    f"hosts on it ask for {u.memory_mb.used} MiB RAM but it offers {u.memory_mb.offered} MiB "
+                    f"(memory_mb {node.memory_mb} - reserved_memory_mb {node.reserved_memory_mb}); move or shrink hosts",
+                )
+            for ds, su in u.storage.items():
+                if su.level == "over":
+                    add(
+                        f"proxmox.nodes.{node_name}.storage.{ds}",
+                        f"hosts on it ask for {su.used} GiB but it has {su.offered} GiB; move or shrink disks",
+                    )
+
+
+def _check_host_network(p: str, h: Host, network: Network, add) -> None:
+    cidr = network.lan_cidr
+    if h.lan_ip not in cidr:
+        add(f"{p}.lan_ip", f"{h.lan_ip} is outside network.lan_cidr {cidr}; pick an address in {cidr}")
+    elif h.lan_ip in (cidr.network_address, cidr.broadcast_address):
+        add(f"{p}.lan_ip", f"{h.lan_ip} is the network or broadcast address of {cidr}")
+    pub = network.public
+    for field, net_field in (("public_ipv4", "ipv4_cidr"), ("public_ipv6", "ipv6_cidr")):
+        ip = getattr(h, field)
+        if ip is None:
+            continue
+        if pub is None:
+            add(f"{p}.{field}", "this stack has no network.public; remove the address or add network.public")
+            continue
+        net = getattr(pub, net_field)
+        if net is None:
+            add(f"{p}.{field}", f"network.public.{net_field} is not set; add it or remove the address")
+        elif ip not in net:
+            add(f"{p}.{field}", f"{ip} is outside network.public.{net_field} {net}")
+
+
+def _check_services(hosts: dict[str, Host], declared_hosts: set[str], services: dict[str, Service], add) -> None:
+    domain_owner: dict[str, str] = {}
+    port_owner: dict[tuple[str, int], str] = {}
+    has_proxy = any("reverse_proxy" in h.roles for h in hosts.values())
+    for name, s in services.items():
+        p = f"services.{name}"
+        if not _HOSTNAME.match(name):
+            add(p, "is not a valid service name (lower-case letters, digits and hyphens)")
+        if s.host not in declared_hosts:
+            add(f"{p}.host", f"unknown host {s.host!r}; known hosts: {', '.join(sorted(declared_hosts)) or 'none'}")
+        for i, d in enumerate(s.domains):
+            if d in domain_owner:
+                add(f"{p}.domains[{i}]", f"{d} is already served by services.{domain_owner[d]}")
+            domain_owner.setdefault(d, name)
+        if s.port is not None:
+            key = (s.host, s.port)
+            if key in port_owner:
+                add(f"{p}.port", f"{s.port} on {s.host} is already used by services.{port_owner[key]}")
+            port_owner.setdefault(key, name)
+        if s.public and not s.domains:
+            add(f"{p}.domains", "a public service needs at least one domain")
+        if s.public and not has_proxy:
+            add(f"{p}.public", "no host has the `reverse_proxy` role to publish it; add the role to a host")
+

@@ -1,0 +1,145 @@
+"""What a valid stack implies: who logs in where, which hosts hold data, which ports are open, tags.
+
+Everything here is computed from config; nothing branches on the stack's name.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+from .model import Host, Stack
+
+# Ports a role opens to the world, whatever the catalog says. (proto, port, comment)
+ROLE_PORTS: dict[str, list[tuple[str, int, str]]] = {
+    "gateway": [("tcp", 22, "ssh bastion"), ("udp", 51820, "wireguard vpn")],
+    "reverse_proxy": [("tcp", 80, "http (acme, redirect)"), ("tcp", 443, "https")],
+    "dns": [("udp", 53, "dns"), ("tcp", 53, "dns")],
+}
+NODE_EXPORTER_PORT = 9100
+DEPLOY_USER = "deploy"
+
+
+@dataclass(frozen=True)
+class Rule:
+    """One inbound allow rule. `source` None means from anywhere."""
+
+    proto: str
+    port: int
+    source: Optional[str]
+    comment: str
+
+
+def gateway_name(stack: Stack) -> str:
+    return next(name for name, h in stack.hosts.items() if "gateway" in h.roles)
+
+
+def gateway(stack: Stack) -> Host:
+    return stack.hosts[gateway_name(stack)]
+
+
+def gateway_address(stack: Stack) -> str:
+    """Where people and the deployer reach the bastion: its public address, else its LAN address (VPN)."""
+    gw = gateway(stack)
+    return str(gw.public_ipv4 or gw.lan_ip)
+
+
+def login_people(stack: Stack) -> list[str]:
+    """People with a login on every host of the stack. Admins always, members where the stack allows."""
+    names = set(stack.access.admins)
+    if stack.site.ssh_access == "members":
+        names |= set(stack.access.members)
+    return sorted(names)
+
+
+def sudoers(stack: Stack) -> list[str]:
+    return sorted(stack.access.admins)
+
+
+def services_on(stack: Stack, host: str) -> dict:
+    return {n: s for n, s in stack.services.items() if s.host == host}
+
+
+def holds_data(stack: Stack, host: str) -> bool:
+    return stack.hosts[host].holds_data or any(s.data_paths for s in services_on(stack, host).values())
+
+
+def protected(stack: Stack, host: str) -> bool:
+    return stack.site.protect_data_vms and holds_data(stack, host)
+
+
+def hosts_with_role(stack: Stack, role: str) -> list[str]:
+    return sorted(n for n, h in stack.hosts.items() if role in h.roles)
+
+
+def deploy_key_source(stack: Stack, host: str) -> str:
+    """The only address the deploy key is accepted from on `host`.
+
+    The gateway accepts it from the deployment server; every other host sees deploy sessions arrive
+    from the gateway's LAN address, because they are jumped through it.
+    """
+    if host == gateway_name(stack):
+        return str(stack.access.deploy.source)
+    return str(gateway(stack).lan_ip)
+
+
+def inbound_rules(stack: Stack, host: str) -> list[Rule]:
+    """Inbound allow rules for `host`, everything else dropped. Shared by the Proxmox and host firewalls."""
+    h = stack.hosts[host]
+    rules: list[Rule] = []
+    if "gateway" not in h.roles:
+        rules.append(Rule("tcp", 22, f"{gateway(stack).lan_ip}/32", "ssh from the gateway only"))
+    for role in sorted(h.roles):
+        rules += [Rule(proto, port, None, comment) for proto, port, comment in ROLE_PORTS.get(role, [])]
+    for mon in hosts_with_role(stack, "monitoring"):
+        rules.append(Rule("tcp", NODE_EXPORTER_PORT, f"{stack.hosts[mon].lan_ip}/32", f"node_exporter from {mon}"))
+    proxies = hosts_with_role(stack, "reverse_proxy")
+    for name, svc in sorted(services_on(stack, host).items()):
+        if svc.port is None:
+            continue
+        if svc.public:
+            for p in proxies:
+                rules.append(Rule("tcp", svc.port, f"{stack.hosts[p].lan_ip}/32", f"{name} from proxy {p}"))
+        else:
+            rules.append(Rule("tcp", svc.port, str(stack.network.lan_cidr), f"{name} on the LAN"))
+    # Same port and source twice (e.g. a role port and a service) is one rule.
+    seen, unique = set(), []
+    for r in rules:
+        if (r.proto, r.port, r.source) not in seen:
+            seen.add((r.proto, r.port, r.source))
+            unique.append(r)
+    return unique
+
+
+def vm_tags(stack: Stack, host: str) -> list[str]:
+    """Proxmox tags, sorted: Proxmox returns them sorted, so unsorted input would show as drift."""
+    return sorted({"hypha", stack.site.stack, *stack.hosts[host].roles, *stack.site.tags})
+
+
+def public_endpoints(stack: Stack) -> list[dict]:
+    """Public URLs and the address they are served from (the reverse proxy's public address)."""
+    proxies = hosts_with_role(stack, "reverse_proxy")
+    out = []
+    for name, svc in sorted(stack.services.items()):
+        if not svc.public:
+            continue
+        front = stack.hosts[proxies[0]] if proxies else None
+        for domain in svc.domains:
+            out.append(
+                {
+                    "service": name,
+                    "url": f"https://{domain}/",
+                    "ipv4": str(front.public_ipv4) if front and front.public_ipv4 else None,
+                    "ipv6": str(front.public_ipv6) if front and front.public_ipv6 else None,
+                    "upstream": f"{stack.hosts[svc.host].lan_ip}:{svc.port}" if svc.port else "static",
+                }
+            )
+    return out
+
+
+def ssh_jump_command(stack: Stack, host: str, user: str = "<you>") -> str:
+    """The one-line command a person runs to reach `host` through the bastion."""
+    gw_addr = gateway_address(stack)
+    if host == gateway_name(stack):
+        return f"ssh {user}@{gw_addr}"
+    return f"ssh -J {user}@{gw_addr} {user}@{stack.hosts[host].lan_ip}"
