@@ -2,8 +2,8 @@
 STACK ?= prod
 VENV  ?= .venv
 PY    := $(VENV)/bin/python
-# Debian packages the tests use: cloud-init for `cloud-init schema`.
-APT_PACKAGES := cloud-init python3-venv
+# Debian packages the tests use: `cloud-init schema` and `sshd -t` check what we render.
+APT_PACKAGES := cloud-init openssh-server python3-venv
 
 .PHONY: setup plan test bench docs
 

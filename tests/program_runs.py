@@ -1,0 +1,52 @@
+"""Both stacks' program runs under mocks, done once per test session and shared by the test modules."""
+
+from __future__ import annotations
+
+import copy
+from functools import lru_cache
+
+import yaml
+
+from ops.mockrun import Registered, Run, run_stack
+from spec.load import load_stack, read_stack_config
+
+STACKS = ("staging", "prod")
+
+VM = "proxmoxve:index/vmLegacy:VmLegacy"
+SNIPPET = "proxmoxve:index/fileLegacy:FileLegacy"
+FW_OPTIONS = "proxmoxve:firewall/optionsLegacy:OptionsLegacy"
+FW_RULES = "proxmoxve:firewall/rulesLegacy:RulesLegacy"
+PROXMOX_VM = "hypha:infra:ProxmoxVm"
+GATEWAY = "hypha:infra:Gateway"
+
+
+@lru_cache(maxsize=None)
+def run(stack: str) -> Run:
+    return run_stack(stack)
+
+
+@lru_cache(maxsize=None)
+def model(stack: str):
+    return load_stack(stack)
+
+
+def raw(stack: str) -> dict:
+    return copy.deepcopy(read_stack_config(stack))
+
+
+def component(r: Run, host: str) -> Registered:
+    return next(x for x in r.of_type(PROXMOX_VM) if x.name == host)
+
+
+def child(r: Run, host: str, type_: str) -> Registered:
+    kids = [x for x in r.children(component(r, host)) if x.type == type_]
+    assert len(kids) == 1, f"{host}: expected one {type_}, found {len(kids)}"
+    return kids[0]
+
+
+def user_data(r: Run, host: str) -> dict:
+    return yaml.safe_load(child(r, host, SNIPPET).inputs["sourceRaw"]["data"])
+
+
+def authorized_keys(r: Run, host: str) -> dict[str, list[str]]:
+    return {u["name"]: u["ssh_authorized_keys"] for u in user_data(r, host)["users"]}

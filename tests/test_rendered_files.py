@@ -1,0 +1,127 @@
+"""File tier: what the program uploads is checked by the real tools that will read it."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+from render.cloud_init import SSHD_DROPIN_PATH
+from tests.program_runs import SNIPPET, STACKS, run
+
+CLOUD_INIT = shutil.which("cloud-init")
+SSHD = shutil.which("sshd") or ("/usr/sbin/sshd" if Path("/usr/sbin/sshd").exists() else None)
+
+
+def _tool(path, package):
+    if path is None:
+        pytest.fail(f"{package} is not installed; run `make setup` (Debian package {package})")
+    return path
+
+
+def _snippets():
+    for stack in STACKS:
+        for res in run(stack).of_type(SNIPPET):
+            yield pytest.param(stack, res.name, res.inputs["sourceRaw"]["data"], id=f"{stack}-{res.name}")
+
+
+def cloud_init_schema(path: Path) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [_tool(CLOUD_INIT, "cloud-init"), "schema", "--config-file", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+@pytest.mark.parametrize("stack,name,document", list(_snippets()))
+def test_every_cloud_init_file_passes_cloud_init_schema(tmp_path, stack, name, document):
+    path = tmp_path / "user-data.yaml"
+    path.write_text(document)
+    result = cloud_init_schema(path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "Valid cloud-config" in result.stdout
+
+
+def test_cloud_init_schema_rejects_a_broken_document(tmp_path):
+    """The check above can fail: the same tool refuses a document with a wrongly typed key."""
+    document = next(iter(_snippets())).values[2].replace("ssh_pwauth: false", "ssh_pwauth: [1, 2]")
+    path = tmp_path / "user-data.yaml"
+    path.write_text(document)
+    result = cloud_init_schema(path)
+    assert result.returncode != 0
+    assert "ssh_pwauth" in result.stdout + result.stderr
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _sshd_runtime_dir():
+    # sshd -t/-T refuse to run without its privilege separation directory, which systemd
+    # creates at boot on a real host (RuntimeDirectory=sshd); this machine has no systemd.
+    Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)
+
+
+def _sshd_config(tmp_path: Path, dropins: dict[str, str]) -> Path:
+    """A minimal main config that includes a drop-in directory, like Debian's /etc/ssh/sshd_config."""
+    key = tmp_path / "host_ed25519"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True)
+    confd = tmp_path / "sshd_config.d"
+    confd.mkdir()
+    for name, text in dropins.items():
+        (confd / name).write_text(text)
+    main = tmp_path / "sshd_config"
+    main.write_text(f"Include {confd}/*.conf\nHostKey {key}\nUsePAM yes\n")
+    return main
+
+
+def _effective(main: Path) -> dict[str, str]:
+    """`sshd -T` output as key -> value; keys it prints once per value (allowusers) are joined."""
+    out = subprocess.run(
+        [_tool(SSHD, "openssh-server"), "-T", "-f", str(main), "-C", "user=alice,host=x,addr=192.0.2.1"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert out.returncode == 0, out.stderr
+    values: dict[str, list[str]] = {}
+    for line in out.stdout.splitlines():
+        key, _, value = line.partition(" ")
+        values.setdefault(key, []).append(value)
+    return {k: " ".join(v) for k, v in values.items()}
+
+
+def _dropin(stack: str, host: str = "gateway") -> tuple[str, str]:
+    res = next(r for r in run(stack).of_type(SNIPPET) if r.name == f"{host}-user-data")
+    (entry,) = yaml.safe_load(res.inputs["sourceRaw"]["data"])["write_files"]
+    return Path(entry["path"]).name, entry["content"]
+
+
+@pytest.mark.parametrize("stack", STACKS)
+def test_sshd_dropin_passes_sshd_t(tmp_path, stack):
+    name, content = _dropin(stack)
+    main = _sshd_config(tmp_path, {name: content})
+    result = subprocess.run([_tool(SSHD, "openssh-server"), "-t", "-f", str(main)], capture_output=True, text=True, timeout=30)
+    assert result.returncode == 0, result.stderr
+
+
+def test_sshd_dropin_wins_over_cloud_inits_own_file(tmp_path):
+    """cloud-init writes 50-cloud-init.conf with `PasswordAuthentication yes` when ssh_pwauth is on;
+    sshd keeps the first value it reads, so our earlier-sorting drop-in still decides."""
+    name, content = _dropin("prod")
+    assert Path(SSHD_DROPIN_PATH).name == name
+    main = _sshd_config(tmp_path, {name: content, "50-cloud-init.conf": "PasswordAuthentication yes\nPermitRootLogin yes\n"})
+    effective = _effective(main)
+    assert effective["passwordauthentication"] == "no"
+    assert effective["permitrootlogin"] == "no"
+    assert effective["kbdinteractiveauthentication"] == "no"
+    assert effective["authenticationmethods"] == "publickey"
+    assert set(effective["allowusers"].split()) == {"alice", "bob", "deploy"}
+
+
+def test_a_dropin_sorting_after_cloud_init_would_lose(tmp_path):
+    """The ordering matters: the same drop-in named 60-* is overridden by 50-cloud-init.conf."""
+    _, content = _dropin("prod")
+    main = _sshd_config(tmp_path, {"60-late.conf": content, "50-cloud-init.conf": "PasswordAuthentication yes\n"})
+    assert _effective(main)["passwordauthentication"] == "yes"
