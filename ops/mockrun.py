@@ -43,6 +43,8 @@ class Registered:
     dependencies: list[str]
     provider: str
     delete_before_replace: bool = False
+    secret_inputs: frozenset = frozenset()
+    """Top-level input names whose value is (or contains) a Pulumi secret."""
 
     @property
     def parent_name(self) -> str:
@@ -106,9 +108,27 @@ class _RecordingMonitor(pmocks.MockMonitor):
                     dependencies=list(request.dependencies),
                     provider=request.provider,
                     delete_before_replace=bool(request.deleteBeforeReplace),
+                    secret_inputs=frozenset(k for k, v in request.object.fields.items() if _has_secret(v)),
                 )
             )
         return response
+
+
+# How the wire format marks a secret value (pulumi.runtime.rpc).
+_SIG_KEY = "4dabf18193072939515e22adb298388d"
+_SECRET_SIG = "1b47061264138c4ac30d75fd1eb44270"
+
+
+def _has_secret(value) -> bool:
+    kind = value.WhichOneof("kind")
+    if kind == "struct_value":
+        fields = value.struct_value.fields
+        if _SIG_KEY in fields and fields[_SIG_KEY].string_value == _SECRET_SIG:
+            return True
+        return any(_has_secret(v) for v in fields.values())
+    if kind == "list_value":
+        return any(_has_secret(v) for v in value.list_value.values)
+    return False
 
 
 def pulumi_config(raw: dict[str, Any], secrets: Optional[dict[str, str]] = None) -> tuple[dict[str, str], list[str]]:

@@ -305,3 +305,19 @@ def test_members_get_no_login_where_only_admins_log_in():
     r = run_stack("prod", raw=cfg)
     for vm in r.of_type(PROXMOX_VM):
         assert set(authorized_keys(r, vm.name)) == {"alice", "bob", "deploy"}
+
+
+def test_secrets_stay_secret_and_never_enter_the_model():
+    from ops.mockrun import OFFLINE_SECRETS
+
+    r = run("prod")
+    (provider,) = [x for x in r.resources if x.type == "pulumi:providers:proxmoxve"]
+    assert "apiToken" in provider.secret_inputs
+    for res in r.resources:
+        for key, value in res.inputs.items():
+            if key in res.secret_inputs:
+                continue
+            for secret in OFFLINE_SECRETS.values():
+                assert secret not in repr(value), f"{res.urn}.{key} holds a secret in clear"
+    dumped = model("prod").model_dump_json()
+    assert not any(secret in dumped for secret in OFFLINE_SECRETS.values())
