@@ -3,20 +3,26 @@
 from __future__ import annotations
 
 import pulumi
+from pulumi.runtime.config import CONFIG, get_config_env
 
-from spec.load import KNOWN_SECTIONS, PROJECT, build_stack
+from spec.load import PROJECT, build_stack
 from spec.model import Stack
+
+# Project keys that are secrets: read as Pulumi secret Outputs below, never part of the model.
+SECRET_KEYS = ("deployPrivateKey",)
+
+
+def _project_keys() -> set[str]:
+    """Every `hypha-infra:*` key the engine handed us, so a misspelt section is an error, not ignored."""
+    keys = set(CONFIG.get()) | set(get_config_env())
+    return {k.split(":", 1)[1] for k in keys if k.startswith(f"{PROJECT}:")} - set(SECRET_KEYS)
 
 
 def stack_from_config() -> Stack:
     """The validated model of the current stack. Raises ConfigError before any resource exists."""
     cfg = pulumi.Config(PROJECT)
-    raw = {}
-    for key in KNOWN_SECTIONS:
-        value = cfg.get_object(key)
-        if value is not None:
-            raw[key] = value
-    return build_stack(raw, pulumi.get_stack())
+    raw = {key: cfg.get_object(key) for key in sorted(_project_keys())}
+    return build_stack({k: v for k, v in raw.items() if v is not None}, pulumi.get_stack())
 
 
 def deploy_private_key() -> pulumi.Output[str]:

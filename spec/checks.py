@@ -48,6 +48,9 @@ def check(
                 add("network.public.ipv4_gateway", f"{pub.ipv4_gateway} is outside network.public.ipv4_cidr {pub.ipv4_cidr}")
             if pub.ipv4_cidr and not pub.ipv4_gateway:
                 add("network.public.ipv4_gateway", "required when network.public.ipv4_cidr is set")
+            # A link-local IPv6 gateway (fe80::1, common at hosters) is valid outside the prefix.
+            if pub.ipv6_cidr and pub.ipv6_gateway and not pub.ipv6_gateway.is_link_local and pub.ipv6_gateway not in pub.ipv6_cidr:
+                add("network.public.ipv6_gateway", f"{pub.ipv6_gateway} is outside network.public.ipv6_cidr {pub.ipv6_cidr} and not link-local")
 
     declared = declared or {"people": set(people), "hosts": set(hosts), "services": set(services)}
     _check_people(people, add)
@@ -112,9 +115,9 @@ def _check_hosts(site, proxmox, network, hosts: dict[str, Host], add) -> None:
         p = f"hosts.{name}"
         if not _HOSTNAME.match(name):
             add(p, "is not a valid host name (lower-case letters, digits and hyphens, starting with a letter)")
-        for r in h.roles:
+        for i, r in enumerate(h.roles):
             if r not in HOST_ROLES:
-                add(f"{p}.roles", f"unknown role {r!r}; known roles: {', '.join(HOST_ROLES)}")
+                add(f"{p}.roles[{i}]", f"unknown role {r!r}; known roles: {', '.join(HOST_ROLES)}")
         if h.vm_id in by_vm_id:
             add(f"{p}.vm_id", f"{h.vm_id} is already used by hosts.{by_vm_id[h.vm_id]}; pick a free id")
         by_vm_id.setdefault(h.vm_id, name)
@@ -123,12 +126,13 @@ def _check_hosts(site, proxmox, network, hosts: dict[str, Host], add) -> None:
             if ip is None:
                 continue
             if str(ip) in by_ip:
-                add(f"{p}.{field}", f"{ip} is already used by {by_ip[str(ip)]}; every address must be unique")
+                add(f"{p}.{field}", f"{ip} is already used by {by_ip[str(ip)]}; pick a free address")
             by_ip.setdefault(str(ip), f"hosts.{name}.{field}")
         if site is not None and not site.vm_ids.first <= h.vm_id <= site.vm_ids.last:
             add(
                 f"{p}.vm_id",
-                f"{h.vm_id} is outside this stack's range site.vm_ids {site.vm_ids.first}-{site.vm_ids.last}",
+                f"{h.vm_id} is outside this stack's range site.vm_ids {site.vm_ids.first}-{site.vm_ids.last}; "
+                "pick a free id in that range",
             )
         if proxmox is not None and h.vm_id == proxmox.template.vm_id:
             add(f"{p}.vm_id", f"{h.vm_id} is the template's id (proxmox.template.vm_id); pick another")
@@ -148,7 +152,7 @@ def _check_hosts(site, proxmox, network, hosts: dict[str, Host], add) -> None:
                     f"storage {ds!r} does not exist on node {h.node!r}; it has: {', '.join(sorted(node.storage))}",
                 )
             if h.cores > node.cores:
-                add(f"{p}.cores", f"{h.cores} is more than node {h.node!r} has ({node.cores} threads)")
+                add(f"{p}.cores", f"{h.cores} is more than node {h.node!r} has ({node.cores} threads); give it at most {node.cores}")
             if network is not None:
                 if network.lan_bridge not in node.bridges:
                     add(f"{p}.node", f"node {h.node!r} has no bridge {network.lan_bridge!r} (network.lan_bridge)")
@@ -159,23 +163,32 @@ def _check_hosts(site, proxmox, network, hosts: dict[str, Host], add) -> None:
             add("proxmox.template.node", f"unknown node {proxmox.template.node!r}; known nodes: {', '.join(sorted(proxmox.nodes))}")
         for node_name, u in usage(proxmox, hosts).items():
             node = proxmox.nodes[node_name]
+            on_node = {n: h for n, h in hosts.items() if h.node == node_name}
+
+            def biggest(field: str, on=on_node) -> str:
+                top = sorted(on.items(), key=lambda kv: -getattr(kv[1], field))[:3]
+                return "largest: " + ", ".join(f"hosts.{n}.{field} {getattr(h, field)}" for n, h in top)
+
             if u.vcpus.level == "over":
                 add(
                     f"proxmox.nodes.{node_name}",
                     f"hosts on it ask for {u.vcpus.used} vCPUs but it offers {u.vcpus.offered} "
-                    f"({node.cores} threads x vcpu_ratio {node.vcpu_ratio}); move or shrink hosts",
+                    f"({node.cores} threads x vcpu_ratio {node.vcpu_ratio}); move or shrink hosts ({biggest('cores')})",
                 )
             if u.memory_mb.level == "over":
                 add(
                     f"proxmox.nodes.{node_name}",
                     f"hosts on it ask for {u.memory_mb.used} MiB RAM but it offers {u.memory_mb.offered} MiB "
-                    f"(memory_mb {node.memory_mb} - reserved_memory_mb {node.reserved_memory_mb}); move or shrink hosts",
+                    f"(memory_mb {node.memory_mb} - reserved_memory_mb {node.reserved_memory_mb}); "
+                    f"move or shrink hosts ({biggest('memory_mb')})",
                 )
             for ds, su in u.storage.items():
                 if su.level == "over":
+                    disks = {n: h for n, h in on_node.items() if (h.datastore or proxmox.default_datastore) == ds}
                     add(
                         f"proxmox.nodes.{node_name}.storage.{ds}",
-                        f"hosts on it ask for {su.used} GiB but it has {su.offered} GiB; move or shrink disks",
+                        f"hosts on it ask for {su.used} GiB but it has {su.offered} GiB; "
+                        f"move or shrink disks ({biggest('disk_gb', disks)})",
                     )
 
 
@@ -197,7 +210,7 @@ def _check_host_network(p: str, h: Host, network: Network, add) -> None:
         if net is None:
             add(f"{p}.{field}", f"network.public.{net_field} is not set; add it or remove the address")
         elif ip not in net:
-            add(f"{p}.{field}", f"{ip} is outside network.public.{net_field} {net}")
+            add(f"{p}.{field}", f"{ip} is outside network.public.{net_field} {net}; pick an address in {net}")
 
 
 def _check_services(hosts: dict[str, Host], declared_hosts: set[str], services: dict[str, Service], add) -> None:

@@ -46,10 +46,10 @@ class PublicKey:
 
 def _first_string(blob: bytes) -> str:
     if len(blob) < 4:
-        raise KeyError_("the key data is truncated")
+        raise KeyError_("the key data is truncated; paste the whole .pub file line")
     (n,) = struct.unpack(">I", blob[:4])
     if n > len(blob) - 4:
-        raise KeyError_("the key data is truncated")
+        raise KeyError_("the key data is truncated; paste the whole .pub file line")
     return blob[4 : 4 + n].decode("ascii", "replace")
 
 
@@ -76,12 +76,15 @@ def parse_public_key(text: str) -> PublicKey:
         raise KeyError_("the key's base64 data is malformed; paste the .pub file line unchanged") from None
     inner = _first_string(blob)
     if inner != ktype:
-        raise KeyError_(f"key says {ktype!r} but its data is a {inner!r} key; the line was edited")
+        raise KeyError_(
+            f"key says {ktype!r} but its data is a {inner!r} key; the line was edited, "
+            "paste the .pub file line unchanged"
+        )
     if not ktype.startswith("sk-"):
         try:
             key = load_ssh_public_key(f"{ktype} {b64}".encode())
         except (ValueError, TypeError) as exc:
-            raise KeyError_(f"the key data does not parse ({exc}); paste the .pub file line unchanged") from None
+            raise KeyError_("the key data does not parse as a public key; paste the .pub file line unchanged") from None
         if isinstance(key, rsa.RSAPublicKey) and key.key_size < MIN_RSA_BITS:
             raise KeyError_(
                 f"RSA key of {key.key_size} bits is too weak (minimum {MIN_RSA_BITS}); "

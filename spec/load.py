@@ -60,7 +60,7 @@ def build_stack(raw: dict[str, Any], stack_name: str) -> Stack:
     for key in raw:
         if key not in KNOWN_SECTIONS:
             problems.append(
-                Problem(f"{PROJECT}:{key}", f"is not a known config section; known: {', '.join(KNOWN_SECTIONS)}")
+                Problem(f"{PROJECT}:{key}", f"is not a known config section; check its spelling (known: {', '.join(KNOWN_SECTIONS)})")
             )
     parts: dict[str, Any] = {}
     for key, model in SECTIONS.items():
@@ -96,31 +96,41 @@ class _UniqueKeyLoader(yaml.SafeLoader):
     """YAML loader that refuses a key given twice in one map (PyYAML silently keeps the last)."""
 
 
+class _DuplicateKey(yaml.YAMLError):
+    def __init__(self, key: Any, first: int, second: int):
+        super().__init__(f"{key!r} is defined twice (lines {first} and {second}); remove one")
+        self.line = second
+
+
 def _construct_mapping(loader: _UniqueKeyLoader, node: yaml.MappingNode, deep: bool = False):
     seen: dict[Any, int] = {}
     for key_node, _ in node.value:
         key = loader.construct_object(key_node, deep=deep)
+        line = key_node.start_mark.line + 1
         if key in seen:
-            raise yaml.constructor.ConstructorError(
-                None,
-                None,
-                f"{key!r} is defined twice (first on line {seen[key] + 1}); names must be unique, remove one",
-                key_node.start_mark,
-            )
-        seen[key] = key_node.start_mark.line
-    return loader.construct_mapping_plain(node, deep=deep)
+            raise _DuplicateKey(key, seen[key], line)
+        seen[key] = line
+    return yaml.SafeLoader.construct_mapping(loader, node, deep=deep)
 
 
-_UniqueKeyLoader.construct_mapping_plain = yaml.SafeLoader.construct_mapping  # type: ignore[attr-defined]
 _UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
 
 
-def read_yaml(path: Path) -> dict[str, Any]:
+def read_yaml(path: Path, stack: str) -> dict[str, Any]:
+    """Parse one config file; any YAML problem is reported as `<file>:<line>` with what to fix."""
     try:
         with open(path, encoding="utf-8") as fh:
             data = yaml.load(fh, Loader=_UniqueKeyLoader)  # noqa: S506 - SafeLoader subclass
+    except _DuplicateKey as exc:
+        raise ConfigError(stack, [Problem(f"{path.name}:{exc.line}", str(exc))]) from None
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        where = f"{path.name}:{mark.line + 1}" if mark else path.name
+        raise ConfigError(stack, [Problem(where, f"{exc.problem or exc}; fix the YAML syntax there")]) from None
     except yaml.YAMLError as exc:
-        raise ConfigError(path.name, [Problem(path.name, str(exc).replace("\n", " "))]) from None
+        raise ConfigError(stack, [Problem(path.name, f"{exc}; fix the YAML syntax")]) from None
+    if data is not None and not isinstance(data, dict):
+        raise ConfigError(stack, [Problem(path.name, "must be a YAML map with a `config:` key")])
     return data or {}
 
 
@@ -135,7 +145,7 @@ def _strip(key: str) -> str | None:
 def read_stack_config(stack_name: str, root: Path = ROOT) -> dict[str, Any]:
     """Merge project-level config values (Pulumi.yaml) with the stack file, as the Pulumi CLI does."""
     raw: dict[str, Any] = {}
-    project = read_yaml(root / "Pulumi.yaml")
+    project = read_yaml(root / "Pulumi.yaml", stack_name)
     for key, decl in (project.get("config") or {}).items():
         name = _strip(key)
         if name is None:
@@ -147,7 +157,7 @@ def read_stack_config(stack_name: str, root: Path = ROOT) -> dict[str, Any]:
     stack_file = root / f"Pulumi.{stack_name}.yaml"
     if not stack_file.exists():
         raise ConfigError(stack_name, [Problem(stack_file.name, "does not exist; create it or pick another stack")])
-    for key, value in (read_yaml(stack_file).get("config") or {}).items():
+    for key, value in (read_yaml(stack_file, stack_name).get("config") or {}).items():
         name = _strip(key)
         if name is None or (isinstance(value, dict) and set(value) == {"secure"}):
             continue

@@ -10,7 +10,8 @@ import ipaddress
 import re
 from typing import Literal, Optional, Union
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from .keys import KeyError_, parse_public_key
 
@@ -35,11 +36,31 @@ def check_domain(value: str) -> str:
     if not isinstance(value, str) or value != value.strip().lower() or value.endswith("."):
         raise ValueError(f"{value!r} is not a valid domain name (write it lower-case, no trailing dot)")
     labels = value.split(".")
-    if len(value) > 253 or len(labels) < 2 or not all(_LABEL.match(label) for label in labels):
-        raise ValueError(f"{value!r} is not a valid domain name (letters, digits and hyphens per label)")
+    if len(labels) < 2:
+        raise ValueError(f"{value!r} is not a valid domain name (it needs at least two labels, e.g. hypha.coop)")
+    if len(value) > 253 or not all(_LABEL.match(label) for label in labels):
+        raise ValueError(
+            f"{value!r} is not a valid domain name (each label is 1-63 lower-case letters, digits or hyphens, "
+            "not starting or ending with a hyphen)"
+        )
     if labels[-1].isdigit():
         raise ValueError(f"{value!r} is not a valid domain name (the top-level label is numeric)")
     return value
+
+
+def _check_each(title: str, items: list[str], check) -> list[str]:
+    """Run `check` on every item and report each failure at its own index (`keys[1]`), not at the list."""
+    errors = []
+    for i, item in enumerate(items):
+        try:
+            check(item)
+        except ValueError as exc:
+            reason = PydanticCustomError("value_error", "{reason}", {"reason": str(exc)})
+            errors.append(InitErrorDetails(type=reason, loc=(i,), input=item))
+    if errors:
+        # pydantic prefixes the field's location, so these surface as e.g. people.alice.keys[1].
+        raise ValidationError.from_exception_data(title, errors)
+    return items
 
 
 class _Model(BaseModel):
@@ -118,7 +139,7 @@ class PublicNetwork(_Model):
 
 class Network(_Model):
     lan_cidr: ipaddress.IPv4Network = Field(description="The stack's private LAN, e.g. `10.0.1.0/24`.")
-    lan_bridge: str = Field(description="Bridge the LAN lives on (`vmbr2` prod, `vmbr3` staging).")
+    lan_bridge: str = Field(description="Bridge the stack's LAN lives on; must exist on every node that runs a host.")
     gateway: ipaddress.IPv4Address = Field(description="LAN default gateway (the node's NAT address on the bridge).")
     resolvers: list[Union[ipaddress.IPv4Address, ipaddress.IPv6Address]] = Field(description="DNS resolvers the VMs use.", min_length=1)
     search_domain: Optional[str] = Field(default=None, description="DNS search domain handed to VMs.")
@@ -137,15 +158,7 @@ class Person(_Model):
     @field_validator("keys")
     @classmethod
     def _keys(cls, keys: list[str]) -> list[str]:
-        problems = []
-        for i, key in enumerate(keys):
-            try:
-                parse_public_key(key)
-            except KeyError_ as exc:
-                problems.append(f"keys[{i}]: {exc}")
-        if problems:
-            raise ValueError("; ".join(problems))
-        return keys
+        return _check_each("keys", keys, parse_public_key)
 
 
 class Deploy(_Model):
@@ -171,7 +184,7 @@ class Access(_Model):
 
 
 class Host(_Model):
-    vm_id: int = Field(description="Proxmox VM id (prod 1xxx, staging 8xxx).")
+    vm_id: int = Field(ge=100, description="Proxmox VM id, inside `site.vm_ids`.")
     node: str = Field(description="Node the VM runs on (a key of `proxmox.nodes`).")
     cores: int = Field(default=2, gt=0, description="vCPUs.")
     memory_mb: int = Field(default=1024, gt=0, description="RAM in MiB.")
@@ -198,7 +211,7 @@ class Service(_Model):
     @field_validator("domains")
     @classmethod
     def _domains(cls, domains: list[str]) -> list[str]:
-        return [check_domain(d) for d in domains]
+        return _check_each("domains", domains, check_domain)
 
     @field_validator("data_paths")
     @classmethod
