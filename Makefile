@@ -2,15 +2,19 @@
 STACK ?= prod
 VENV  ?= .venv
 PY    := $(VENV)/bin/python
-# Debian packages the tests use: `cloud-init schema` and `sshd -t` check what we render.
-APT_PACKAGES := cloud-init openssh-server python3-venv
+# Debian packages the tests use: the checkers of what we render (cloud-init schema, sshd -t,
+# nft -c, visudo, wg-quick, shellcheck) and the lab hosts (systemd-nspawn over an overlay of /,
+# so every package a lab host runs must be installed here; wireguard-go as there is no kernel module).
+APT_PACKAGES := cloud-init openssh-server openssh-client python3-venv shellcheck nftables sudo \
+  wireguard-tools wireguard-go systemd-container iproute2 prometheus-node-exporter \
+  unattended-upgrades systemd-timesyncd util-linux
 
 .PHONY: setup plan test bench docs
 
 setup:
 	@if command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
 	  missing=$$(for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
-	  if [ -n "$$missing" ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; fi; \
+	  if [ -n "$$missing" ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; fi; \
 	else echo "not root or no apt: install these Debian packages yourself: $(APT_PACKAGES)"; fi
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --disable-pip-version-check -r requirements.txt

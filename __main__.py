@@ -8,8 +8,9 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import pulumi  # noqa: E402
 import pulumi_proxmoxve as pve  # noqa: E402
 
-from components.config import proxmox_api_token, stack_from_config  # noqa: E402
+from components.config import deploy_private_key, proxmox_api_token, stack_from_config  # noqa: E402
 from components.gateway import Gateway, GatewayArgs  # noqa: E402
+from components.host_bootstrap import HostBootstrap, HostBootstrapArgs  # noqa: E402
 from components.proxmox_vm import ProxmoxVm, ProxmoxVmArgs  # noqa: E402
 from spec import derive  # noqa: E402
 
@@ -39,6 +40,13 @@ for name in sorted(stack.hosts):
     if name not in vms:
         vms[name] = ProxmoxVm(name, ProxmoxVmArgs(stack, name, pool.pool_id), with_provider)
 
+# Every host converged over SSH through the gateway, once its VM exists.
+deploy_key = deploy_private_key()
+bootstraps = {
+    name: HostBootstrap(name, HostBootstrapArgs(stack, name, vms[name], deploy_key))
+    for name in sorted(stack.hosts)
+}
+
 pulumi.export(
     "hosts",
     {
@@ -50,6 +58,7 @@ pulumi.export(
             "public_ipv6": str(h.public_ipv6) if h.public_ipv6 else None,
             "roles": list(h.roles),
             "ssh": derive.ssh_jump_command(stack, name),
+            "converge_sha256": bootstraps[name].script_sha256,
         }
         for name, h in sorted(stack.hosts.items())
     },

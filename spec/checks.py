@@ -52,6 +52,8 @@ def check(
             if pub.ipv6_cidr and pub.ipv6_gateway and not pub.ipv6_gateway.is_link_local and pub.ipv6_gateway not in pub.ipv6_cidr:
                 add("network.public.ipv6_gateway", f"{pub.ipv6_gateway} is outside network.public.ipv6_cidr {pub.ipv6_cidr} and not link-local")
 
+    if network is not None:
+        _check_vpn(network, people, add)
     declared = declared or {"people": set(people), "hosts": set(hosts), "services": set(services)}
     _check_people(people, add)
     if access is not None:
@@ -59,6 +61,27 @@ def check(
     _check_hosts(site, proxmox, network, hosts, add)
     _check_services(hosts, declared["hosts"], services, add)
     return out
+
+
+def _check_vpn(network: Network, people: dict[str, Person], add) -> None:
+    vpn = network.vpn
+    if vpn.cidr.overlaps(network.lan_cidr):
+        add("network.vpn.cidr", f"{vpn.cidr} overlaps network.lan_cidr {network.lan_cidr}; pick a separate range")
+    by_index: dict[int, str] = {}
+    by_key: dict[str, str] = {}
+    for name, person in sorted(people.items()):
+        wg = person.wireguard
+        if wg is None:
+            continue
+        path = f"people.{name}.wireguard"
+        if wg.index >= vpn.cidr.num_addresses - 1:
+            add(f"{path}.index", f"{wg.index} is outside network.vpn.cidr {vpn.cidr}; pick a smaller index")
+        if wg.index in by_index:
+            add(f"{path}.index", f"{wg.index} is already people.{by_index[wg.index]}'s; pick a free index")
+        if wg.public_key in by_key:
+            add(f"{path}.public_key", f"is also people.{by_key[wg.public_key]}'s key; each device has its own")
+        by_index.setdefault(wg.index, name)
+        by_key.setdefault(wg.public_key, name)
 
 
 def _check_people(people: dict[str, Person], add) -> None:

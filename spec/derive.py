@@ -12,7 +12,7 @@ from .model import Host, Stack
 
 # Ports a role opens to the world, whatever the catalog says. (proto, port, comment)
 ROLE_PORTS: dict[str, list[tuple[str, int, str]]] = {
-    "gateway": [("tcp", 22, "ssh bastion"), ("udp", 51820, "wireguard vpn")],
+    "gateway": [("tcp", 22, "ssh bastion")],
     "reverse_proxy": [("tcp", 80, "http (acme, redirect)"), ("tcp", 443, "https")],
     "dns": [("udp", 53, "dns"), ("tcp", 53, "dns")],
 }
@@ -91,6 +91,8 @@ def inbound_rules(stack: Stack, host: str) -> list[Rule]:
         rules.append(Rule("tcp", 22, f"{gateway(stack).lan_ip}/32", "ssh from the gateway only"))
     for role in sorted(h.roles):
         rules += [Rule(proto, port, None, comment) for proto, port, comment in ROLE_PORTS.get(role, [])]
+    if "gateway" in h.roles:
+        rules.append(Rule("udp", stack.network.vpn.port, None, "wireguard vpn"))
     for mon in hosts_with_role(stack, "monitoring"):
         rules.append(Rule("tcp", NODE_EXPORTER_PORT, f"{stack.hosts[mon].lan_ip}/32", f"node_exporter from {mon}"))
     proxies = hosts_with_role(stack, "reverse_proxy")
@@ -143,3 +145,25 @@ def ssh_jump_command(stack: Stack, host: str, user: str = "<you>") -> str:
     if host == gateway_name(stack):
         return f"ssh {user}@{gw_addr}"
     return f"ssh -J {user}@{gw_addr} {user}@{stack.hosts[host].lan_ip}"
+
+
+@dataclass(frozen=True)
+class VpnPeer:
+    person: str
+    public_key: str
+    address: str
+
+
+def vpn_address(stack: Stack) -> str:
+    """The gateway's own address on the VPN: the first host of network.vpn.cidr."""
+    return str(next(stack.network.vpn.cidr.hosts()))
+
+
+def vpn_peers(stack: Stack) -> list[VpnPeer]:
+    """A peer for every person with a login on this stack and a WireGuard key; others get none."""
+    cidr = stack.network.vpn.cidr
+    return [
+        VpnPeer(name, p.wireguard.public_key, str(cidr.network_address + p.wireguard.index))
+        for name in login_people(stack)
+        if (p := stack.people[name]).wireguard is not None
+    ]

@@ -6,6 +6,8 @@ Checks that need more than one field (references, ranges, capacity) live in `spe
 
 from __future__ import annotations
 
+import base64
+import binascii
 import ipaddress
 import re
 from typing import Literal, Optional, Union
@@ -137,6 +139,14 @@ class PublicNetwork(_Model):
     ipv6_gateway: Optional[ipaddress.IPv6Address] = Field(default=None, description="Default IPv6 gateway on the public bridge.")
 
 
+class Vpn(_Model):
+    cidr: ipaddress.IPv4Network = Field(description="Addresses handed to members' devices on the WireGuard VPN.")
+    port: int = Field(default=51820, ge=1, le=65535, description="UDP port the gateway's WireGuard listens on.")
+    endpoint: str = Field(
+        description="`host:port` members' devices dial, e.g. the gateway's public address or a port forward to it."
+    )
+
+
 class Network(_Model):
     lan_cidr: ipaddress.IPv4Network = Field(description="The stack's private LAN, e.g. `10.0.1.0/24`.")
     lan_bridge: str = Field(description="Bridge the stack's LAN lives on; must exist on every node that runs a host.")
@@ -146,6 +156,23 @@ class Network(_Model):
     public: Optional[PublicNetwork] = Field(
         default=None, description="Public addresses; leave out for a stack reached only over the VPN."
     )
+    vpn: Vpn = Field(description="The members' WireGuard VPN on the gateway.")
+
+
+class WireGuardPeer(_Model):
+    public_key: str = Field(description="The person's WireGuard public key (`wg pubkey` output, base64 of 32 bytes).")
+    index: int = Field(ge=2, description="Their device's address in `network.vpn.cidr` (e.g. 10 gives .10); unique.")
+
+    @field_validator("public_key")
+    @classmethod
+    def _wg_key(cls, v: str) -> str:
+        try:
+            raw = base64.b64decode(v, validate=True)
+        except (binascii.Error, ValueError):
+            raw = b""
+        if len(raw) != 32:
+            raise ValueError("is not a WireGuard public key (44 base64 characters from `wg pubkey`)")
+        return v
 
 
 class Person(_Model):
@@ -154,6 +181,9 @@ class Person(_Model):
         description="`admin` (may be a prod admin, gets sudo) and/or `member`.", min_length=1
     )
     email: Optional[str] = Field(default=None, description="Contact address, for alert routing later.")
+    wireguard: Optional[WireGuardPeer] = Field(
+        default=None, description="Their VPN device; a person with a login on the stack gets a peer on its gateway."
+    )
 
     @field_validator("keys")
     @classmethod

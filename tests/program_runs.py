@@ -48,5 +48,16 @@ def user_data(r: Run, host: str) -> dict:
     return yaml.safe_load(child(r, host, SNIPPET).inputs["sourceRaw"]["data"])
 
 
+def written_files(r: Run, host: str) -> dict[str, dict]:
+    """cloud-init's write_files entries by path."""
+    return {f["path"]: f for f in user_data(r, host)["write_files"]}
+
+
 def authorized_keys(r: Run, host: str) -> dict[str, list[str]]:
-    return {u["name"]: u["ssh_authorized_keys"] for u in user_data(r, host)["users"]}
+    """Login name -> key lines, from the root-owned key files cloud-init writes."""
+    prefix = "/etc/ssh/authorized_keys/"
+    return {
+        path.removeprefix(prefix): f["content"].splitlines()
+        for path, f in written_files(r, host).items()
+        if path.startswith(prefix)
+    }

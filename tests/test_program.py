@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import hashlib
 import re
 from pathlib import Path
 
@@ -25,6 +26,7 @@ from tests.program_runs import (
     raw,
     run,
     user_data,
+    written_files,
 )
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -82,7 +84,11 @@ def test_stack_name_alone_changes_nothing_but_names():
     def inputs(run_, stack):
         out = {}
         for r in run_.resources:
-            text = repr(sorted(r.inputs.items())).replace(f"stack {stack}", "stack X")
+            items = dict(r.inputs)
+            if r.type == "command:remote:Command":
+                # The trigger is the script's hash, so it differs exactly where the script does.
+                assert items.pop("triggers") == [hashlib.sha256(items["stdin"].encode()).hexdigest()]
+            text = repr(sorted(items.items())).replace(f"stack {stack}", "stack X")
             text = text.replace(f"hypha-{stack}-", "hypha-X-").replace(f"'{stack}'", "'X'")
             out[(r.type, r.name)] = text
         return out
@@ -183,12 +189,14 @@ def test_staging_cloud_init_holds_every_members_key():
 @pytest.mark.parametrize("stack", STACKS)
 def test_admins_get_sudo_and_members_do_not(stack):
     m, r = model(stack), run(stack)
+    assert set(derive.login_people(m)) - set(m.access.admins) or stack == "prod"
     for host in m.hosts:
+        sudoers = written_files(r, host)["/etc/sudoers.d/90-hypha"]
+        assert sudoers["permissions"] == "0440"
+        granted = {line.split()[0] for line in sudoers["content"].splitlines() if line and not line.startswith("#")}
+        assert granted == set(m.access.admins) | {"deploy"}
         for user in user_data(r, host)["users"]:
-            if user["name"] in m.access.admins or user["name"] == "deploy":
-                assert user["sudo"] == "ALL=(ALL) NOPASSWD:ALL"
-            else:
-                assert "sudo" not in user and "sudo" not in user.get("groups", [])
+            assert "sudo" not in user and "sudo" not in user.get("groups", [])
             assert user["lock_passwd"] is True  # no password exists to log in with
 
 
@@ -211,7 +219,7 @@ def test_cloud_init_locks_out_passwords_and_root(stack):
     for host in m.hosts:
         doc = user_data(r, host)
         assert doc["ssh_pwauth"] is False and doc["disable_root"] is True
-        (dropin,) = doc["write_files"]
+        dropin = written_files(r, host)["/etc/ssh/sshd_config.d/10-hypha.conf"]
         assert Path(dropin["path"]).name < "50-cloud-init.conf"
         assert "PasswordAuthentication no" in dropin["content"]
         assert "PermitRootLogin no" in dropin["content"]

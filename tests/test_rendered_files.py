@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from render.cloud_init import SSHD_DROPIN_PATH
+from render.host import SSHD_DROPIN as SSHD_DROPIN_PATH
 from tests.program_runs import SNIPPET, STACKS, run
 
 CLOUD_INIT = shutil.which("cloud-init")
@@ -94,7 +94,7 @@ def _effective(main: Path) -> dict[str, str]:
 
 def _dropin(stack: str, host: str = "gateway") -> tuple[str, str]:
     res = next(r for r in run(stack).of_type(SNIPPET) if r.name == f"{host}-user-data")
-    (entry,) = yaml.safe_load(res.inputs["sourceRaw"]["data"])["write_files"]
+    entry = next(f for f in yaml.safe_load(res.inputs["sourceRaw"]["data"])["write_files"] if f["path"] == SSHD_DROPIN_PATH)
     return Path(entry["path"]).name, entry["content"]
 
 

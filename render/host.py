@@ -1,0 +1,205 @@
+"""What one host must hold: its managed files, packages, units and accounts, per role, from templates/.
+
+This is the single source of the desired state: cloud-init seeds the access files from it, the
+converge script applies all of it, and the drift check compares hosts against it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Optional
+
+from spec import derive
+from spec.keys import MIN_RSA_BITS
+from spec.model import Stack
+
+from .templates import render
+
+HEADER = "managed by hypha-infra"
+AUTHORIZED_KEYS_DIR = "/etc/ssh/authorized_keys"
+SSHD_DROPIN = "/etc/ssh/sshd_config.d/10-hypha.conf"
+PEOPLE_GROUP = "hypha-people"
+NTP_SERVERS = ("0.debian.pool.ntp.org", "1.debian.pool.ntp.org", "2.debian.pool.ntp.org")
+
+
+@dataclass(frozen=True)
+class ManagedFile:
+    path: str
+    content: str
+    mode: str = "0644"
+    owner: str = "root"
+    group: str = "root"
+    unit: Optional[str] = None
+    """systemd unit that must pick up a change to this file."""
+    action: str = "reload"
+    """`reload` (reload-or-restart) or `restart`."""
+    check: Optional[str] = None
+    """Name of the daemon's own checker the converge script runs on the staged file."""
+
+
+@dataclass(frozen=True)
+class Account:
+    name: str
+    gecos: str
+    sudo: bool
+
+
+@dataclass
+class HostPlan:
+    host: str
+    files: list[ManagedFile] = field(default_factory=list)
+    packages: list[str] = field(default_factory=list)
+    units: list[str] = field(default_factory=list)
+    """Units that must be enabled and running."""
+    people: list[Account] = field(default_factory=list)
+    """Login accounts; people in PEOPLE_GROUP who are not listed here get locked."""
+
+
+BASE_PACKAGES = [
+    "openssh-server",
+    "sudo",
+    "nftables",
+    "prometheus-node-exporter",
+    "unattended-upgrades",
+    "systemd-timesyncd",
+]
+BASE_UNITS = ["ssh", "nftables", "prometheus-node-exporter", "systemd-timesyncd", "unattended-upgrades"]
+
+
+def accounts(stack: Stack) -> list[Account]:
+    admins = set(derive.sudoers(stack))
+    return [Account(n, f"{n} (hypha-infra)", n in admins) for n in derive.login_people(stack)]
+
+
+def deploy_key_line(stack: Stack, host: str) -> str:
+    """The deploy key as an authorized_keys line, usable only from one address.
+
+    `restrict` turns off forwarding, pty and agent; the gateway re-allows port forwarding because
+    jumping through it (ssh -J, Pulumi's proxy connection) is a direct-tcpip forward.
+    """
+    options = [f'from="{derive.deploy_key_source(stack, host)}"', "restrict"]
+    if host == derive.gateway_name(stack):
+        options.append("port-forwarding")
+    return f"{','.join(options)} {stack.access.deploy.public_key}"
+
+
+def access_files(stack: Stack, host: str) -> list[ManagedFile]:
+    """Who may log in and as what: sshd drop-in, one root-owned key file per user, sudoers.
+
+    cloud-init writes exactly these on first boot, so a fresh VM and a converged one agree.
+    """
+    people = accounts(stack)
+    users = [a.name for a in people] + [derive.DEPLOY_USER]
+    files = [
+        ManagedFile(
+            SSHD_DROPIN,
+            render(
+                "base/sshd-hypha.conf.j2",
+                allow_users=users,
+                forwarding="gateway" in stack.hosts[host].roles,
+                min_rsa_bits=MIN_RSA_BITS,
+            ),
+            unit="ssh",
+            check="sshd",
+        ),
+        ManagedFile(
+            "/etc/sudoers.d/90-hypha",
+            render("base/sudoers.j2", users=[a.name for a in people if a.sudo] + [derive.DEPLOY_USER]),
+            mode="0440",
+            check="sudoers",
+        ),
+    ]
+    for a in people:
+        keys = "".join(f"{k}\n" for k in stack.people[a.name].keys)
+        files.append(ManagedFile(f"{AUTHORIZED_KEYS_DIR}/{a.name}", keys, check="authorized_keys"))
+    files.append(
+        ManagedFile(
+            f"{AUTHORIZED_KEYS_DIR}/{derive.DEPLOY_USER}", deploy_key_line(stack, host) + "\n", check="authorized_keys"
+        )
+    )
+    return files
+
+
+def _base(stack: Stack, host: str, plan: HostPlan) -> None:
+    h = stack.hosts[host]
+    is_gateway = "gateway" in h.roles
+    plan.files += access_files(stack, host)
+    plan.files += [
+        ManagedFile(
+            "/etc/nftables.conf",
+            render(
+                "base/nftables.conf.j2",
+                rules=derive.inbound_rules(stack, host),
+                vpn=stack.network.vpn if is_gateway else None,
+                lan_cidr=stack.network.lan_cidr,
+            ),
+            mode="0755",
+            unit="nftables",
+            check="nftables",
+        ),
+        ManagedFile(
+            "/etc/default/prometheus-node-exporter",
+            render("base/node-exporter.default.j2", listen=f"{h.lan_ip}:{derive.NODE_EXPORTER_PORT}"),
+            unit="prometheus-node-exporter",
+            action="restart",
+            check="shell",
+        ),
+        ManagedFile(
+            "/etc/systemd/journald.conf.d/50-hypha.conf",
+            render("base/journald.conf.j2"),
+            unit="systemd-journald",
+            action="restart",
+        ),
+        ManagedFile(
+            "/etc/systemd/timesyncd.conf.d/50-hypha.conf",
+            render("base/timesyncd.conf.j2", ntp=NTP_SERVERS),
+            unit="systemd-timesyncd",
+            action="restart",
+        ),
+        ManagedFile("/etc/apt/apt.conf.d/52hypha-unattended-upgrades", render("base/auto-upgrades.conf.j2"), check="apt"),
+    ]
+    plan.packages += BASE_PACKAGES
+    plan.units += BASE_UNITS
+    plan.people = accounts(stack)
+
+
+def _gateway(stack: Stack, host: str, plan: HostPlan) -> None:
+    vpn = stack.network.vpn
+    plan.files += [
+        ManagedFile(
+            "/etc/wireguard/wg0.conf",
+            render(
+                "gateway/wg0.conf.j2",
+                address=derive.vpn_address(stack),
+                prefix=vpn.cidr.prefixlen,
+                port=vpn.port,
+                peers=derive.vpn_peers(stack),
+            ),
+            mode="0600",
+            unit="wg-quick@wg0",
+            check="wireguard",
+        ),
+        ManagedFile(
+            "/etc/sysctl.d/90-hypha-forward.conf",
+            render("gateway/sysctl-forward.conf.j2"),
+            unit="systemd-sysctl",
+            action="restart",
+        ),
+    ]
+    plan.packages += ["wireguard-tools"]
+    plan.units += ["wg-quick@wg0"]
+
+
+ROLES = {"gateway": _gateway}
+
+
+def host_plan(stack: Stack, host: str) -> HostPlan:
+    """Everything `host` must hold, base role first, then its roles in sorted order."""
+    plan = HostPlan(host)
+    _base(stack, host, plan)
+    for role in sorted(stack.hosts[host].roles):
+        if role in ROLES:
+            ROLES[role](stack, host, plan)
+    paths = [f.path for f in plan.files]
+    assert len(paths) == len(set(paths)), f"{host}: two roles render the same file"
+    return plan

@@ -1,0 +1,196 @@
+"""Convergence, program and file tiers: every host gets a converge command, and every file it ships is
+accepted by the tool that reads it (shellcheck, nft -c, visudo, sshd -t, wg-quick, apt-config, sh -n)."""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from ops.mockrun import run_stack
+from render.converge import converge_script, script_digest
+from render.host import host_plan
+from spec import derive
+from spec.load import build_stack
+from tests.program_runs import PROXMOX_VM, STACKS, model, raw, run
+
+COMMAND = "command:remote:Command"
+BOOTSTRAP = "hypha:infra:HostBootstrap"
+
+
+def _unwrap(value):
+    """Mocks keep secret inputs wrapped: {sig: ..., value: ...}."""
+    if isinstance(value, dict) and "value" in value and len(value) == 2:
+        return value["value"]
+    return value
+
+
+def _command(stack: str, host: str):
+    r = run(stack)
+    (component,) = [c for c in r.of_type(BOOTSTRAP) if c.name == host]
+    (command,) = r.children(component)
+    assert command.type == COMMAND
+    return command
+
+
+@pytest.mark.parametrize("stack", STACKS)
+def test_every_host_is_converged_by_one_command_triggered_by_its_script_hash(stack):
+    m = model(stack)
+    assert {c.name for c in run(stack).of_type(BOOTSTRAP)} == set(m.hosts)
+    for host in m.hosts:
+        cmd = _command(stack, host)
+        assert cmd.inputs["create"] == "sudo -n sh -s"
+        assert cmd.inputs["stdin"] == converge_script(m, host)
+        assert cmd.inputs["triggers"] == [hashlib.sha256(cmd.inputs["stdin"].encode()).hexdigest()]
+
+
+@pytest.mark.parametrize("stack", STACKS)
+def test_converge_goes_through_the_gateway_as_the_deploy_user_after_the_vm(stack):
+    m, r = model(stack), run(stack)
+    gw, gw_addr = derive.gateway_name(m), derive.gateway_address(m)
+    vm_children = {c.name: {x.urn for x in r.children(c)} for c in r.of_type(PROXMOX_VM)}
+    for host in m.hosts:
+        cmd = _command(stack, host)
+        assert "connection" in cmd.secret_inputs  # it carries the deploy key
+        conn = _unwrap(cmd.inputs["connection"])
+        assert conn["user"] == "deploy"
+        if host == gw:
+            assert conn["host"] == gw_addr and "proxy" not in conn
+        else:
+            assert conn["host"] == str(m.hosts[host].lan_ip)
+            assert conn["proxy"]["host"] == gw_addr and conn["proxy"]["user"] == "deploy"
+        assert vm_children[host] <= set(cmd.dependencies)
+
+
+def test_a_change_reaches_exactly_the_hosts_it_concerns():
+    base = raw("prod")
+    before = {h: script_digest(converge_script(model("prod"), h)) for h in model("prod").hosts}
+
+    one_service = copy.deepcopy(base)
+    one_service["services"]["loomio"]["port"] = 3001
+    changed = build_stack(one_service, "prod")
+    after = {h: script_digest(converge_script(changed, h)) for h in changed.hosts}
+    # The port opens on loomio only; the proxy's own rules do not depend on upstream ports.
+    assert {h for h in before if before[h] != after[h]} == {"loomio"}
+
+    new_key = copy.deepcopy(base)
+    new_key["people"]["alice"]["keys"].append(
+        "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIMXHOdLXG4lpjWMxIUrV+0ySWuv+gXfXiMd7LNq7PR6J alice-laptop"
+    )
+    changed = build_stack(new_key, "prod")
+    assert all(script_digest(converge_script(changed, h)) != before[h] for h in changed.hosts)
+
+
+def test_the_script_carries_no_secret():
+    from ops.mockrun import OFFLINE_SECRETS
+
+    r = run_stack("prod", secrets={**OFFLINE_SECRETS, "hypha-infra:deployPrivateKey": "SECRET-KEY-MATERIAL-123"})
+    for cmd in r.of_type(COMMAND):
+        assert "SECRET-KEY-MATERIAL-123" not in cmd.inputs["stdin"]
+        assert "SECRET-KEY-MATERIAL-123" in repr(cmd.inputs["connection"])  # only here, and it is secret
+        assert "connection" in cmd.secret_inputs
+
+
+# File tier: the daemons' own checkers on what the converge scripts ship.
+
+def _need(tool: str, package: str) -> str:
+    path = shutil.which(tool) or (f"/usr/sbin/{tool}" if Path(f"/usr/sbin/{tool}").exists() else None)
+    if path is None:
+        pytest.fail(f"{tool} is missing; run `make setup` (Debian package {package})")
+    return path
+
+
+def _all_hosts():
+    for stack in STACKS:
+        for host in model(stack).hosts:
+            yield pytest.param(stack, host, id=f"{stack}-{host}")
+
+
+@pytest.mark.parametrize("stack,host", list(_all_hosts()))
+def test_converge_script_is_shellcheck_clean(tmp_path, stack, host):
+    path = tmp_path / "converge.sh"
+    path.write_text(converge_script(model(stack), host))
+    result = subprocess.run([_need("shellcheck", "shellcheck"), "-s", "sh", str(path)], capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout
+
+
+def test_shellcheck_would_catch_a_broken_script(tmp_path):
+    path = tmp_path / "converge.sh"
+    path.write_text(converge_script(model("prod"), "bw1").replace('"$STAGE/changed"', "$STAGE/changed", 1) + "\necho $undefined_thing\n")
+    assert subprocess.run([_need("shellcheck", "shellcheck"), "-s", "sh", str(path)], capture_output=True).returncode != 0
+
+
+CHECKERS = {
+    "nftables": lambda p: [_need("nft", "nftables"), "-c", "-f", p],
+    "sudoers": lambda p: [_need("visudo", "sudo"), "-c", "-q", "-f", p],
+    "apt": lambda p: [_need("apt-config", "apt"), "-c", p, "dump"],
+    "shell": lambda p: ["sh", "-n", p],
+    "authorized_keys": lambda p: [_need("ssh-keygen", "openssh-client"), "-l", "-f", p],
+}
+
+
+def _files(checker: str):
+    for stack in STACKS:
+        for host in model(stack).hosts:
+            for f in host_plan(model(stack), host).files:
+                if f.check == checker:
+                    yield pytest.param(f.path, f.content, id=f"{stack}-{host}-{Path(f.path).name}")
+
+
+@pytest.mark.parametrize("checker", sorted(CHECKERS))
+def test_every_managed_file_passes_its_daemons_checker(tmp_path, checker):
+    files = list(_files(checker))
+    assert files, f"no file uses the {checker} checker"
+    for param in files:
+        path, content = param.values
+        staged = tmp_path / Path(path).name
+        staged.write_text(content)
+        result = subprocess.run(CHECKERS[checker](str(staged)), capture_output=True, text=True, timeout=60)
+        assert result.returncode == 0, f"{param.id}: {result.stdout}{result.stderr}"
+
+
+@pytest.mark.parametrize(
+    "checker,bad",
+    [
+        ("nftables", "table inet hypha { chain input { tcp dport 22 acept } }\n"),
+        ("sudoers", "alice ALL=(ALL NOPASSWD ALL\n"),
+        ("apt", 'APT::Periodic::Update-Package-Lists "1"\n'),
+        ("shell", 'ARGS="--web.listen-address=1\n'),
+        ("authorized_keys", "ssh-ed25519 not-base64!!\n"),
+    ],
+)
+def test_each_checker_rejects_a_broken_file(tmp_path, checker, bad):
+    staged = tmp_path / "broken"
+    staged.write_text(bad)
+    assert subprocess.run(CHECKERS[checker](str(staged)), capture_output=True, timeout=60).returncode != 0
+
+
+@pytest.mark.parametrize("stack", STACKS)
+def test_wireguard_config_parses_and_has_a_peer_per_login_with_a_key(tmp_path, stack):
+    m = model(stack)
+    (wg,) = [f for f in host_plan(m, derive.gateway_name(m)).files if f.path == "/etc/wireguard/wg0.conf"]
+    assert wg.mode == "0600" and "PrivateKey" not in wg.content
+    staged = tmp_path / "wg0.conf"
+    staged.write_text(wg.content)
+    result = subprocess.run([_need("wg-quick", "wireguard-tools"), "strip", str(staged)], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    peers = [line.split(" = ")[1] for line in result.stdout.splitlines() if line.startswith("PublicKey")]
+    assert peers == [p.public_key for p in derive.vpn_peers(m)]
+    assert {p.person for p in derive.vpn_peers(m)} == {
+        n for n in derive.login_people(m) if m.people[n].wireguard is not None
+    }
+
+
+def test_removing_a_person_removes_their_peer_and_their_login():
+    cfg = raw("staging")
+    cfg["access"]["members"].remove("dave")
+    m = build_stack(cfg, "staging")
+    plan = host_plan(m, derive.gateway_name(m))
+    wg = next(f for f in plan.files if f.path == "/etc/wireguard/wg0.conf").content
+    assert model("staging").people["dave"].wireguard.public_key not in wg
+    assert "/etc/ssh/authorized_keys/dave" not in {f.path for f in plan.files}
+    assert "dave" not in {a.name for a in plan.people}
