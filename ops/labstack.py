@@ -121,7 +121,28 @@ def lab_stack(
     raw["hosts"] = {gateway: {"vm_id": first_id + 1, "node": node, "lan_ip": str(lan_hosts[1]),
                               "public_ipv4": str(front_hosts[1]), "roles": ["gateway"]}}
     for i, name in enumerate(others):
-        raw["hosts"][name] = {"vm_id": first_id + 2 + i, "node": node, "lan_ip": str(lan_hosts[2 + i]), "roles": ["app"]}
+        # The last host watches the others, so node_exporter's LAN-only firewall rule can be shown.
+        role = "monitoring" if i == len(others) - 1 and len(others) > 1 else "app"
+        raw["hosts"][name] = {"vm_id": first_id + 2 + i, "node": node, "lan_ip": str(lan_hosts[2 + i]), "roles": [role]}
     raw["services"] = {}
     stack = build_stack(raw, base)
     return LabStack(base, raw, stack, keys, wg, {gateway: str(front_hosts[1])})
+
+
+def boot_and_converge(lab, ls: LabStack) -> dict:
+    """Each lab host's first boot with its real cloud-init snippet, then converge, gateway first.
+
+    Returns the converge Result per host. This is what `pulumi up` does to a new VM.
+    """
+    import concurrent.futures
+
+    from ops.remote import converge
+    from render.cloud_init import user_data
+    from spec import derive
+
+    hosts = list(ls.stack.hosts)
+    with concurrent.futures.ThreadPoolExecutor(len(hosts)) as pool:
+        list(pool.map(lambda h: lab.first_boot(h, user_data(ls.stack, h)), hosts))
+    gateway = derive.gateway_name(ls.stack)
+    order = [gateway] + [h for h in hosts if h != gateway]
+    return {h: converge(ls.stack, h, ls.keys["deploy"].private_openssh) for h in order}
