@@ -9,7 +9,7 @@ APT_PACKAGES := cloud-init openssh-server openssh-client python3-venv shellcheck
   wireguard-tools wireguard-go systemd-container iproute2 prometheus-node-exporter \
   unattended-upgrades systemd-timesyncd util-linux
 
-.PHONY: setup plan test bench docs
+.PHONY: setup plan test bench docs lab
 
 setup:
 	@if command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
@@ -27,6 +27,11 @@ test:
 
 bench:
 	$(PY) bench/plan_scale.py
+	$(PY) bench/converge.py
+
+# Throw-away hosts on this machine, converged as staging; Ctrl-C tears them down.
+lab:
+	$(PY) -m ops.lab up --stack $(or $(LAB_STACK),staging) $(ARGS)
 
 docs:
 	$(PY) -m ops.docs --write

@@ -860,6 +860,27 @@ def _interrupt(*_) -> None:
     raise KeyboardInterrupt
 
 
+def _converge_demo(lab: "Lab", stack_name: str, others: Sequence[str]) -> None:
+    """Converge the demo lab as `stack_name` would and print how people log in."""
+    from ops.labstack import boot_and_converge, lab_stack
+
+    ls = lab_stack(stack_name, hosts=("gw", *others), front=lab.front, lan=lab.lan)
+    for host, result in boot_and_converge(lab, ls).items():
+        print(f"converged {host}: {'ok' if result.ok else 'FAILED'} in {result.seconds:.1f} s")
+        if not result.ok:
+            print(result.stdout + result.stderr)
+    keys = lab.dir / "keys"
+    keys.mkdir(exist_ok=True)
+    gw = ls.front_ip["gw"]
+    for person, pair in ls.keys.items():
+        pair.write(keys / person)
+    print(f"keys in {keys}; for example, as an admin through the bastion:")
+    for host in others:
+        lan_ip = ls.stack.hosts[host].lan_ip
+        hop = f"ssh -i {keys}/alice -o StrictHostKeyChecking=no -W %h:%p alice@{gw}"
+        print(f"  ssh -i {keys}/alice -o StrictHostKeyChecking=no -o ProxyCommand='{hop}' alice@{lan_ip}   # {host}")
+
+
 def main(argv: Optional[list[str]] = None) -> int:
     parser = argparse.ArgumentParser(prog="ops.lab", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="cmd", required=True)
@@ -869,6 +890,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     up.add_argument("--lan", default=LAN)
     up.add_argument("--hosts", default="h1,h2", help="LAN hosts besides the gateway `gw` (comma-separated)")
     up.add_argument("--seconds", type=float, default=3600.0, help="tear down after this long (at most a day)")
+    up.add_argument("--stack", choices=("prod", "staging"),
+                    help="also give every host its first boot and converge it as this stack would (ops.labstack)")
     down = sub.add_parser("down", help="remove what a lab with this prefix left behind")
     down.add_argument("--prefix", required=True)
     args = parser.parse_args(argv)
@@ -890,6 +913,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     try:
         lab.up()
         print(lab.describe())
+        if args.stack:
+            _converge_demo(lab, args.stack, others)
         print(f"up in {lab.timings['up']:.1f} s; tearing down after {seconds:.0f} s or on Ctrl-C", flush=True)
         time.sleep(seconds)
     except KeyboardInterrupt:
