@@ -22,6 +22,17 @@ from spec import derive
 from spec.model import Stack
 
 CONNECT_TIMEOUT = 10.0
+# Like the Pulumi command provider's dial_error_limit: a host whose sshd is (re)starting (first
+# boot, a converge that restarted it) drops the connection; dial again for a while.
+DIAL_RETRY_SECONDS = 30.0
+
+
+def _transient(exc: Exception) -> bool:
+    """A dropped or refused connection, not a refused login."""
+    if isinstance(exc, (socket.error, EOFError)):
+        return True
+    text = str(exc)
+    return isinstance(exc, paramiko.SSHException) and ("EOF" in text or "banner" in text or "reset" in text)
 
 
 @dataclass
@@ -52,22 +63,42 @@ class Session:
         key = _pkey(private_key)
         gw_addr = derive.gateway_address(stack)
         if host == derive.gateway_name(stack):
-            self.client = self._connect(gw_addr, user, key, timeout)
+            self.client = self._dial(lambda: self._connect(gw_addr, user, key, timeout))
         else:
-            jump = self._connect(gw_addr, user, key, timeout)
+            jump = self._dial(lambda: self._connect(gw_addr, user, key, timeout))
             target = (str(stack.hosts[host].lan_ip), 22)
-            channel = jump.get_transport().open_channel("direct-tcpip", target, ("127.0.0.1", 0), timeout=timeout)
-            self.client = self._connect(target[0], user, key, timeout, sock=channel)
+
+            def through_jump() -> paramiko.SSHClient:
+                channel = jump.get_transport().open_channel("direct-tcpip", target, ("127.0.0.1", 0), timeout=timeout)
+                return self._connect(target[0], user, key, timeout, sock=channel)
+
+            self.client = self._dial(through_jump)
+
+    def _dial(self, connect) -> paramiko.SSHClient:
+        deadline = time.monotonic() + DIAL_RETRY_SECONDS
+        while True:
+            try:
+                client = connect()
+            except Exception as exc:  # noqa: BLE001 - re-raised unless transient
+                if not _transient(exc) or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.5)
+                continue
+            self._clients.append(client)
+            return client
 
     def _connect(self, addr, user, key, timeout, sock=None) -> paramiko.SSHClient:
         client = paramiko.SSHClient()
         # Lab and first-boot hosts have no known host key yet; the Pulumi command behaves the same.
         client.set_missing_host_key_policy(paramiko.AutoAddPolicy())
-        client.connect(
-            addr, username=user, pkey=key, sock=sock, timeout=timeout, banner_timeout=timeout,
-            auth_timeout=timeout, allow_agent=False, look_for_keys=False,
-        )
-        self._clients.append(client)
+        try:
+            client.connect(
+                addr, username=user, pkey=key, sock=sock, timeout=timeout, banner_timeout=timeout,
+                auth_timeout=timeout, allow_agent=False, look_for_keys=False,
+            )
+        except Exception:
+            client.close()
+            raise
         return client
 
     def run(self, command: str, stdin: Optional[str] = None, timeout: float = 300.0) -> Result:
