@@ -7,7 +7,7 @@ PY    := $(VENV)/bin/python
 # so every package a lab host runs must be installed here; wireguard-go as there is no kernel module).
 APT_PACKAGES := cloud-init openssh-server openssh-client python3-venv shellcheck nftables sudo \
   wireguard-tools wireguard-go systemd-container iproute2 prometheus-node-exporter \
-  unattended-upgrades systemd-timesyncd util-linux
+  unattended-upgrades systemd-timesyncd util-linux nginx bind9-utils
 
 .PHONY: setup plan test bench docs lab
 
