@@ -18,7 +18,7 @@ from cryptography.hazmat.primitives.serialization import load_der_public_key
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
-from .errors import ConfigError, Problem
+from .errors import ConfigError, Problem, problems_from
 from .model import Host, Network, Service, Site, Stack, check_domain
 
 IpAddress = Union[ipaddress.IPv4Address, ipaddress.IPv6Address]
@@ -565,31 +565,12 @@ def _check_extra(dns: Dns, zone: str, addresses: dict, selectors: set[str], add)
             add(f"{path}.value", "DKIM keys are generated from dns.dkim; add the key there, not as an extra record")
 
 
-def _path(prefix: str, loc: tuple) -> str:
-    out = prefix
-    for part in loc:
-        out += f"[{part}]" if isinstance(part, int) else f".{part}"
-    return out
-
-
 def parse_dns(raw: Any) -> tuple[Optional[Dns], list[Problem]]:
     """The section on its own: the model or the problems, each at its key path under `dns`."""
     try:
         return Dns.model_validate(raw if raw is not None else {}), []
     except ValidationError as exc:
-        problems = []
-        for err in exc.errors():
-            kind = err["type"]
-            if kind == "missing":
-                msg = "is required; add it (see the config reference in README.md)"
-            elif kind == "extra_forbidden":
-                msg = "is not a known key; check its spelling against the config reference in README.md"
-            else:
-                msg = err["msg"].removeprefix("Value error, ")
-                if kind != "value_error" and not isinstance(err.get("input"), (dict, list)):
-                    msg = f"{err['input']!r}: {msg}"
-            problems.append(Problem(_path("dns", err["loc"]), msg))
-        return None, problems
+        return None, problems_from("dns", exc)
 
 
 def build_dns(raw: Any, stack: Stack) -> Dns:

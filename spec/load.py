@@ -14,7 +14,7 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from .checks import check
-from .errors import ConfigError, Problem
+from .errors import ConfigError, Problem, problems_from
 from .model import MAP_SECTIONS, SECTIONS, Stack
 
 PROJECT = "hypha-infra"
@@ -22,35 +22,11 @@ ROOT = Path(__file__).resolve().parent.parent
 KNOWN_SECTIONS = (*SECTIONS, *MAP_SECTIONS)
 
 
-def _path(prefix: str, loc: tuple) -> str:
-    out = prefix
-    for part in loc:
-        out += f"[{part}]" if isinstance(part, int) else f".{part}"
-    return out
-
-
-def _problems_from(prefix: str, exc: ValidationError, model: type[BaseModel]) -> list[Problem]:
-    problems = []
-    for err in exc.errors():
-        path = _path(prefix, err["loc"])
-        kind = err["type"]
-        if kind == "missing":
-            msg = "is required; add it (see the config reference in README.md)"
-        elif kind == "extra_forbidden":
-            msg = "is not a known key; check its spelling against the config reference in README.md"
-        else:
-            msg = err["msg"].removeprefix("Value error, ")
-            if "input" in err and kind not in ("value_error",) and not isinstance(err["input"], (dict, list)):
-                msg = f"{err['input']!r}: {msg}"
-        problems.append(Problem(path, msg))
-    return problems
-
-
 def _parse(prefix: str, model: type[BaseModel], value: Any, problems: list[Problem]):
     try:
         return model.model_validate(value)
     except ValidationError as exc:
-        problems.extend(_problems_from(prefix, exc, model))
+        problems.extend(problems_from(prefix, exc))
         return None
 
 
