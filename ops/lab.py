@@ -67,7 +67,11 @@ MASK_ALWAYS = (
     "fstrim.timer", "man-db.timer",
 )
 # Disabled, not masked: converging a host enables them, as on a fresh VM.
-DISABLE = ("prometheus-node-exporter.service", "unattended-upgrades.service", "nftables.service")
+# Units a role's converge enables: off in a bare host (like a fresh VM), but not masked.
+DISABLE = (
+    "prometheus-node-exporter.service", "unattended-upgrades.service", "nftables.service",
+    "named.service", "nginx.service", "certbot.timer",
+)
 # Enabled units a lab host keeps (besides systemd-* and targets).
 KEEP = ("ssh.service", "ssh.socket", "sshd.service")
 # Present on this machine because it is a Docker image, absent on a real VM.

@@ -125,6 +125,8 @@ def lab_stack(
         role = "monitoring" if i == len(others) - 1 and len(others) > 1 else "app"
         raw["hosts"][name] = {"vm_id": first_id + 2 + i, "node": node, "lan_ip": str(lan_hosts[2 + i]), "roles": [role]}
     raw["services"] = {}
+    # The zone names catalog hosts (name servers, mail) that a lab of this shape does not have.
+    raw.pop("dns", None)
     stack = build_stack(raw, base)
     return LabStack(base, raw, stack, keys, wg, {gateway: str(front_hosts[1])})
 

@@ -26,6 +26,7 @@ def converge_script(stack: Stack, host: str, plan: HostPlan | None = None) -> st
         deploy_user=derive.DEPLOY_USER,
         files=plan.files,
         units=list(dict.fromkeys(plan.units)),
+        derive_steps=plan.derive,
         wireguard_key=WIREGUARD_KEY if "gateway" in stack.hosts[host].roles else None,
     )
 

@@ -44,6 +44,17 @@ class Account:
     sudo: bool
 
 
+@dataclass(frozen=True)
+class DeriveStep:
+    """A command the converge runs after swapping files and before reloading units: it derives a
+    live file from a managed one (e.g. a zone with its serial). Output starting `changed` means
+    `unit` must be reloaded."""
+
+    description: str
+    command: str
+    unit: str
+
+
 @dataclass
 class HostPlan:
     host: str
@@ -53,6 +64,7 @@ class HostPlan:
     """Units that must be enabled and running."""
     people: list[Account] = field(default_factory=list)
     """Login accounts; people in PEOPLE_GROUP who are not listed here get locked."""
+    derive: list[DeriveStep] = field(default_factory=list)
 
 
 BASE_PACKAGES = [
@@ -190,7 +202,25 @@ def _gateway(stack: Stack, host: str, plan: HostPlan) -> None:
     plan.units += ["wg-quick@wg0"]
 
 
-ROLES = {"gateway": _gateway}
+def _dns(stack: Stack, host: str, plan: HostPlan) -> None:
+    from . import dns
+
+    if stack.dns is None:
+        return
+    plan.files += dns.dns_files(stack, stack.dns)
+    plan.packages += dns.PACKAGES
+    plan.units += [dns.UNIT]
+    zone = dns.zone_name(stack)
+    plan.derive.append(
+        DeriveStep(
+            f"zone {zone}",
+            f"{dns.SERIAL_SCRIPT} {dns.body_path(zone)} {dns.live_path(zone)}",
+            dns.UNIT,
+        )
+    )
+
+
+ROLES = {"gateway": _gateway, "dns": _dns}
 
 
 def host_plan(stack: Stack, host: str) -> HostPlan:

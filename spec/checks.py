@@ -9,6 +9,7 @@ import re
 from typing import Optional
 
 from .capacity import usage
+from .dns import Dns, check_dns
 from .errors import Problem
 from .keys import parse_public_key
 from .model import HOST_ROLES, Access, Host, Network, Person, Proxmox, Service, Site
@@ -28,6 +29,7 @@ def check(
     people: dict[str, Person],
     hosts: dict[str, Host],
     services: dict[str, Service],
+    dns: Optional[Dns] = None,
     declared: Optional[dict[str, set[str]]] = None,
 ) -> list[Problem]:
     out: list[Problem] = []
@@ -60,6 +62,8 @@ def check(
         _check_access(site, access, people, declared["people"], add)
     _check_hosts(site, proxmox, network, hosts, add)
     _check_services(hosts, declared["hosts"], services, add)
+    if dns is not None:
+        out += check_dns(dns, site, network, hosts, services)
     return out
 
 

@@ -11,15 +11,18 @@ import base64
 import binascii
 import ipaddress
 import re
-from typing import Any, Literal, Optional, Union
+from typing import TYPE_CHECKING, Any, Literal, Optional, Union
 
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.hazmat.primitives.serialization import load_der_public_key
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from .errors import ConfigError, Problem, problems_from
-from .model import Host, Network, Service, Site, Stack, check_domain
+from .base import _Model, check_domain
+
+if TYPE_CHECKING:  # the stack model holds a Dns; only names from it are needed here
+    from .model import Host, Network, Service, Site, Stack
 
 IpAddress = Union[ipaddress.IPv4Address, ipaddress.IPv6Address]
 
@@ -66,9 +69,7 @@ def _problem_details(errors: list[tuple[tuple, str, Any]], title: str) -> Valida
     return ValidationError.from_exception_data(title, details)
 
 
-class _Model(BaseModel):
-    # A typo in a key must be an error naming the key, not a silently ignored setting.
-    model_config = ConfigDict(extra="forbid", frozen=True)
+
 
 
 class MxHost(_Model):

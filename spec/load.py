@@ -41,7 +41,8 @@ def build_stack(raw: dict[str, Any], stack_name: str) -> Stack:
     parts: dict[str, Any] = {}
     for key, model in SECTIONS.items():
         if key not in raw:
-            problems.append(Problem(key, "is required; add the section (see the config reference in README.md)"))
+            if Stack.model_fields[key].is_required():
+                problems.append(Problem(key, "is required; add the section (see the config reference in README.md)"))
             parts[key] = None
         else:
             parts[key] = _parse(key, model, raw[key], problems)
@@ -65,7 +66,7 @@ def build_stack(raw: dict[str, Any], stack_name: str) -> Stack:
     problems += check(stack_name, declared=declared, **parts)
     if problems:
         raise ConfigError(stack_name, problems)
-    return Stack(**parts)
+    return Stack(**{k: v for k, v in parts.items() if v is not None})
 
 
 class _UniqueKeyLoader(yaml.SafeLoader):

@@ -12,9 +12,10 @@ import ipaddress
 import re
 from typing import Literal, Optional, Union
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
-from pydantic_core import InitErrorDetails, PydanticCustomError
+from pydantic import BaseModel, Field, field_validator
 
+from .base import _check_each, _Model, check_domain
+from .dns import Dns
 from .keys import KeyError_, parse_public_key
 
 # Roles a host can carry. Later issues give each one its files under templates/<role>/.
@@ -29,46 +30,6 @@ HOST_ROLES = (
     "mail",
 )
 PERSON_ROLES = ("admin", "member")
-
-_LABEL = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$")
-
-
-def check_domain(value: str) -> str:
-    """A fully qualified DNS name in lower case, without a trailing dot."""
-    if not isinstance(value, str) or value != value.strip().lower() or value.endswith("."):
-        raise ValueError(f"{value!r} is not a valid domain name (write it lower-case, no trailing dot)")
-    labels = value.split(".")
-    if len(labels) < 2:
-        raise ValueError(f"{value!r} is not a valid domain name (it needs at least two labels, e.g. hypha.coop)")
-    if len(value) > 253 or not all(_LABEL.match(label) for label in labels):
-        raise ValueError(
-            f"{value!r} is not a valid domain name (each label is 1-63 lower-case letters, digits or hyphens, "
-            "not starting or ending with a hyphen)"
-        )
-    if labels[-1].isdigit():
-        raise ValueError(f"{value!r} is not a valid domain name (the top-level label is numeric)")
-    return value
-
-
-def _check_each(title: str, items: list[str], check) -> list[str]:
-    """Run `check` on every item and report each failure at its own index (`keys[1]`), not at the list."""
-    errors = []
-    for i, item in enumerate(items):
-        try:
-            check(item)
-        except ValueError as exc:
-            reason = PydanticCustomError("value_error", "{reason}", {"reason": str(exc)})
-            errors.append(InitErrorDetails(type=reason, loc=(i,), input=item))
-    if errors:
-        # pydantic prefixes the field's location, so these surface as e.g. people.alice.keys[1].
-        raise ValidationError.from_exception_data(title, errors)
-    return items
-
-
-class _Model(BaseModel):
-    # A typo in a key must be an error naming the key, not a silently ignored setting.
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
 
 class VmIdRange(_Model):
     first: int = Field(description="Lowest VM id this stack may use.", ge=100)
@@ -265,6 +226,7 @@ SECTIONS: dict[str, type[BaseModel]] = {
     "proxmox": Proxmox,
     "network": Network,
     "access": Access,
+    "dns": Dns,
 }
 # Sections that are maps of name -> entry, each entry checked on its own so one bad host hides no other.
 MAP_SECTIONS: dict[str, type[BaseModel]] = {
@@ -284,3 +246,4 @@ class Stack(_Model):
     people: dict[str, Person]
     hosts: dict[str, Host]
     services: dict[str, Service] = Field(default_factory=dict)
+    dns: Optional[Dns] = Field(default=None, description="The site's DNS zone, generated from the catalog.")

@@ -130,7 +130,20 @@ CHECKERS = {
     "apt": lambda p: [_need("apt-config", "apt"), "-c", p, "dump"],
     "shell": lambda p: ["sh", "-n", p],
     "authorized_keys": lambda p: [_need("ssh-keygen", "openssh-client"), "-l", "-f", p],
+    "named-checkconf": lambda p: [_need("named-checkconf", "bind9-utils"), p],
+    "named-checkzone": lambda p: [
+        _need("named-checkzone", "bind9-utils"), "-q", "-k", "fail", "-m", "fail", "-M", "fail", "-n", "fail",
+        "-S", "fail", "-i", "local", _origin(p), p,
+    ],
 }
+
+
+def _origin(path: str) -> str:
+    """The zone name, from the $ORIGIN line, as the converge script reads it."""
+    for line in Path(path).read_text().splitlines():
+        if line.startswith("$ORIGIN"):
+            return line.split()[1].rstrip(".")
+    return "missing-origin.invalid"
 
 
 def _files(checker: str):
@@ -161,6 +174,8 @@ def test_every_managed_file_passes_its_daemons_checker(tmp_path, checker):
         ("apt", 'APT::Periodic::Update-Package-Lists "1"\n'),
         ("shell", 'ARGS="--web.listen-address=1\n'),
         ("authorized_keys", "ssh-ed25519 not-base64!!\n"),
+        ("named-checkconf", 'zone "hypha.coop" { type primary; file "/x" }\n'),
+        ("named-checkzone", "$ORIGIN hypha.coop.\n$TTL 300\n@ IN A 203.0.113.999\n"),
     ],
 )
 def test_each_checker_rejects_a_broken_file(tmp_path, checker, bad):
@@ -194,3 +209,18 @@ def test_removing_a_person_removes_their_peer_and_their_login():
     assert model("staging").people["dave"].wireguard.public_key not in wg
     assert "/etc/ssh/authorized_keys/dave" not in {f.path for f in plan.files}
     assert "dave" not in {a.name for a in plan.people}
+
+
+def test_the_dns_host_carries_the_zone_and_derives_its_serial_on_the_host():
+    from render import dns
+
+    m = model("prod")
+    zone = dns.zone_name(m)
+    plans = {h: host_plan(m, h) for h in m.hosts}
+    carriers = {h for h, p in plans.items() if dns.body_path(zone) in {f.path for f in p.files}}
+    assert carriers == set(derive.hosts_with_role(m, "dns")) == {"dns"}
+    plan = plans["dns"]
+    assert [s.unit for s in plan.derive] == ["named"] and "bind9" in plan.packages
+    script = converge_script(m, "dns")
+    assert f"{dns.SERIAL_SCRIPT} {dns.body_path(zone)} {dns.live_path(zone)}" in script
+    assert all(not p.derive for h, p in plans.items() if h != "dns")

@@ -1,0 +1,47 @@
+"""What every config model shares: strict models, domain names, per-item list errors."""
+
+from __future__ import annotations
+
+import re
+
+from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic_core import InitErrorDetails, PydanticCustomError
+
+_LABEL = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$")
+
+
+def check_domain(value: str) -> str:
+    """A fully qualified DNS name in lower case, without a trailing dot."""
+    if not isinstance(value, str) or value != value.strip().lower() or value.endswith("."):
+        raise ValueError(f"{value!r} is not a valid domain name (write it lower-case, no trailing dot)")
+    labels = value.split(".")
+    if len(labels) < 2:
+        raise ValueError(f"{value!r} is not a valid domain name (it needs at least two labels, e.g. hypha.coop)")
+    if len(value) > 253 or not all(_LABEL.match(label) for label in labels):
+        raise ValueError(
+            f"{value!r} is not a valid domain name (each label is 1-63 lower-case letters, digits or hyphens, "
+            "not starting or ending with a hyphen)"
+        )
+    if labels[-1].isdigit():
+        raise ValueError(f"{value!r} is not a valid domain name (the top-level label is numeric)")
+    return value
+
+
+def _check_each(title: str, items: list[str], check) -> list[str]:
+    """Run `check` on every item and report each failure at its own index (`keys[1]`), not at the list."""
+    errors = []
+    for i, item in enumerate(items):
+        try:
+            check(item)
+        except ValueError as exc:
+            reason = PydanticCustomError("value_error", "{reason}", {"reason": str(exc)})
+            errors.append(InitErrorDetails(type=reason, loc=(i,), input=item))
+    if errors:
+        # pydantic prefixes the field's location, so these surface as e.g. people.alice.keys[1].
+        raise ValidationError.from_exception_data(title, errors)
+    return items
+
+
+class _Model(BaseModel):
+    # A typo in a key must be an error naming the key, not a silently ignored setting.
+    model_config = ConfigDict(extra="forbid", frozen=True)
