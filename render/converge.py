@@ -27,6 +27,9 @@ def converge_script(stack: Stack, host: str, plan: HostPlan | None = None) -> st
         files=plan.files,
         units=list(dict.fromkeys(plan.units)),
         derive_steps=plan.derive,
+        absent=plan.absent,
+        prepare="\n".join(x for x in plan.prepare if x),
+        finish="\n".join(x for x in plan.finish if x),
         wireguard_key=WIREGUARD_KEY if "gateway" in stack.hosts[host].roles else None,
     )
 

@@ -65,6 +65,12 @@ class HostPlan:
     people: list[Account] = field(default_factory=list)
     """Login accounts; people in PEOPLE_GROUP who are not listed here get locked."""
     derive: list[DeriveStep] = field(default_factory=list)
+    absent: list[tuple[str, str]] = field(default_factory=list)
+    """(path, unit): paths that must not exist (e.g. a package's default site), removed like a managed file."""
+    prepare: list[str] = field(default_factory=list)
+    """Shell run before the checks (things the checked config refers to, e.g. placeholder certificates)."""
+    finish: list[str] = field(default_factory=list)
+    """Shell run after the reloads (e.g. asking the ACME CA for certificates nginx now answers for)."""
 
 
 BASE_PACKAGES = [
@@ -220,7 +226,18 @@ def _dns(stack: Stack, host: str, plan: HostPlan) -> None:
     )
 
 
-ROLES = {"gateway": _gateway, "dns": _dns}
+def _reverse_proxy(stack: Stack, host: str, plan: HostPlan) -> None:
+    from . import proxy
+
+    plan.files += proxy.proxy_files(stack)
+    plan.packages += proxy.PACKAGES
+    plan.units += [proxy.UNIT, proxy.RENEW_UNIT]
+    plan.absent.append((proxy.DEBIAN_DEFAULT_SITE, proxy.UNIT))
+    plan.prepare.append(proxy.placeholder_step(stack))
+    plan.finish.append(proxy.certbot_step(stack))
+
+
+ROLES = {"gateway": _gateway, "dns": _dns, "reverse_proxy": _reverse_proxy}
 
 
 def host_plan(stack: Stack, host: str) -> HostPlan:

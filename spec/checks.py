@@ -30,6 +30,7 @@ def check(
     hosts: dict[str, Host],
     services: dict[str, Service],
     dns: Optional[Dns] = None,
+    tls: Optional[object] = None,
     declared: Optional[dict[str, set[str]]] = None,
 ) -> list[Problem]:
     out: list[Problem] = []
@@ -64,6 +65,8 @@ def check(
     _check_services(hosts, declared["hosts"], services, add)
     if dns is not None:
         out += check_dns(dns, site, network, hosts, services)
+    if tls is None and any(s.public for s in services.values()):
+        add("tls", "is required when a service is public (its certificates come from ACME); add the section")
     return out
 
 
@@ -263,4 +266,11 @@ def _check_services(hosts: dict[str, Host], declared_hosts: set[str], services: 
             add(f"{p}.domains", "a public service needs at least one domain")
         if s.public and not has_proxy:
             add(f"{p}.public", "no host has the `reverse_proxy` role to publish it; add the role to a host")
+        if s.shortlinks:
+            if s.port is not None:
+                add(f"{p}.port", "a shortlinks service is served by the proxy itself; remove the port")
+            if s.host in hosts and "reverse_proxy" not in hosts[s.host].roles:
+                add(f"{p}.host", f"{s.host!r} has no `reverse_proxy` role; shortlinks are served by the proxy host")
+            if len(s.domains) != 1:
+                add(f"{p}.domains", "a shortlinks service answers on exactly one domain, e.g. link.<domain>")
 

@@ -152,6 +152,24 @@ class Person(_Model):
         return _check_each("keys", keys, parse_public_key)
 
 
+class Tls(_Model):
+    acme_directory: str = Field(
+        description="ACME directory certbot asks for certificates: Let's Encrypt production for prod, its staging endpoint for staging."
+    )
+    email: str = Field(description="Contact address registered with the ACME CA (expiry warnings).")
+    ca_bundle: Optional[str] = Field(
+        default=None,
+        description="PEM of the CA behind the ACME server's own HTTPS; only for a private ACME server such as pebble.",
+    )
+
+    @field_validator("acme_directory")
+    @classmethod
+    def _directory(cls, v: str) -> str:
+        if not re.match(r"^https://[^/\s]+/\S*$", v):
+            raise ValueError(f"{v!r} is not an https:// ACME directory URL (e.g. https://acme-v02.api.letsencrypt.org/directory)")
+        return v
+
+
 class Deploy(_Model):
     public_key: str = Field(description="Public half of the deploy key (the private half is the secret `deployPrivateKey`).")
     source: ipaddress.IPv4Address = Field(
@@ -198,6 +216,9 @@ class Service(_Model):
     public: bool = Field(default=False, description="Published through the reverse proxy to the internet (else LAN/VPN only).")
     data_paths: list[str] = Field(default_factory=list, description="Directories with the service's state (backed up, makes the host hold data).")
     health_path: str = Field(default="/", description="HTTP path that answers 2xx when the service is healthy.")
+    shortlinks: bool = Field(
+        default=False, description="Served by the reverse proxy itself: the redirects of `shortlinks.csv` (no port)."
+    )
 
     @field_validator("domains")
     @classmethod
@@ -227,6 +248,7 @@ SECTIONS: dict[str, type[BaseModel]] = {
     "network": Network,
     "access": Access,
     "dns": Dns,
+    "tls": Tls,
 }
 # Sections that are maps of name -> entry, each entry checked on its own so one bad host hides no other.
 MAP_SECTIONS: dict[str, type[BaseModel]] = {
@@ -247,3 +269,4 @@ class Stack(_Model):
     hosts: dict[str, Host]
     services: dict[str, Service] = Field(default_factory=dict)
     dns: Optional[Dns] = Field(default=None, description="The site's DNS zone, generated from the catalog.")
+    tls: Optional[Tls] = Field(default=None, description="Certificates for public services; required when there are any.")

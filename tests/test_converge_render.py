@@ -74,8 +74,8 @@ def test_a_change_reaches_exactly_the_hosts_it_concerns():
     one_service["services"]["loomio"]["port"] = 3001
     changed = build_stack(one_service, "prod")
     after = {h: script_digest(converge_script(changed, h)) for h in changed.hosts}
-    # The port opens on loomio only; the proxy's own rules do not depend on upstream ports.
-    assert {h for h in before if before[h] != after[h]} == {"loomio"}
+    # The port opens on loomio, and the proxy's upstream for it moves; nobody else is touched.
+    assert {h for h in before if before[h] != after[h]} == {"loomio", "web1"}
 
     new_key = copy.deepcopy(base)
     new_key["people"]["alice"]["keys"].append(

@@ -1,0 +1,134 @@
+"""The reverse proxy role: nginx in front of every public service, TLS from ACME, the link shortener.
+
+Decisions: Mozilla "intermediate" TLS (TLS 1.2 and 1.3; the RFC 7919 ffdhe2048 group for the DHE
+suites), one certificate per service covering its domains, `www.` names redirected to their apex,
+port 80 only for ACME http-01 and the redirect to HTTPS, and a handshake refused for unknown names.
+Certificates live behind symlinks in /etc/nginx/tls/<service>/: a self-signed placeholder until
+certbot has one, so nginx starts (and answers challenges) before any certificate exists.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from spec.model import Stack
+
+from . import shortlinks
+from .templates import TEMPLATES, render
+
+TLS_DIR = "/etc/nginx/tls"
+WEBROOT = "/var/www/acme"
+STATIC_ROOT = "/var/www"
+SITE_PREFIX = "/etc/nginx/sites-enabled/hypha-"
+DEBIAN_DEFAULT_SITE = "/etc/nginx/sites-enabled/default"
+PACKAGES = ["nginx", "certbot", "openssl"]
+UNIT = "nginx"
+RENEW_UNIT = "certbot.timer"
+DEPLOY_HOOK = "/etc/letsencrypt/renewal-hooks/deploy/hypha-nginx"
+
+
+def proxied_services(stack: Stack) -> dict:
+    """Public services, by name: what this proxy terminates TLS for."""
+    return {n: s for n, s in sorted(stack.services.items()) if s.public and s.domains}
+
+
+def site(stack: Stack, name: str) -> str:
+    svc = stack.services[name]
+    canonical = svc.domains[0]
+    # `www.x` redirects to `x` when both are the service's; other extra names are served alike.
+    aliases = [d for d in svc.domains[1:] if d == f"www.{canonical}" or canonical == f"www.{d}"]
+    if canonical.startswith("www.") and canonical[4:] in svc.domains:
+        canonical, aliases = canonical[4:], [canonical]
+    names = [d for d in svc.domains if d not in aliases and d != canonical]
+    kind = "shortlinks" if svc.shortlinks else "proxy" if svc.port else "static"
+    return render(
+        "reverse_proxy/site.conf.j2",
+        service=name,
+        kind=kind,
+        canonical=" ".join([canonical, *names]),
+        aliases=aliases,
+        cert_dir=f"{TLS_DIR}/{name}",
+        upstream=f"{stack.hosts[svc.host].lan_ip}:{svc.port}" if svc.port else "",
+        static_root=f"{STATIC_ROOT}/{name}",
+        shortlinks_location=shortlinks.LOCATION_FILE,
+    )
+
+
+def proxy_files(stack: Stack) -> list:
+    """The files the reverse_proxy role adds to a host plan (render.host.ManagedFile)."""
+    from .host import ManagedFile
+
+    nginx = dict(unit=UNIT, check="nginx")
+    files = [
+        ManagedFile("/etc/nginx/nginx.conf", render("reverse_proxy/nginx.conf.j2"), **nginx),
+        ManagedFile("/etc/nginx/conf.d/hypha.conf", render("reverse_proxy/http.conf.j2"), **nginx),
+        ManagedFile("/etc/nginx/snippets/hypha-tls.conf", render("reverse_proxy/tls.conf.j2"), **nginx),
+        ManagedFile("/etc/nginx/snippets/hypha-headers.conf", render("reverse_proxy/headers.conf.j2"), **nginx),
+        ManagedFile("/etc/nginx/snippets/hypha-proxy.conf", render("reverse_proxy/proxy.conf.j2"), **nginx),
+        ManagedFile("/etc/nginx/ffdhe2048.pem", (TEMPLATES / "reverse_proxy/ffdhe2048.pem").read_text(), **nginx),
+        ManagedFile(f"{SITE_PREFIX}acme.conf", render("reverse_proxy/acme.conf.j2", webroot=WEBROOT), **nginx),
+    ]
+    services = proxied_services(stack)
+    short = [n for n, s in services.items() if s.shortlinks]
+    if short:
+        host = stack.services[short[0]].domains[0]
+        links = shortlinks.load(shortener_host=host)
+        files += [
+            ManagedFile(shortlinks.MAP_FILE, shortlinks.render_map(links), **nginx),
+            ManagedFile(shortlinks.LOCATION_FILE, shortlinks.render_location(host), **nginx),
+        ]
+    files += [ManagedFile(f"{SITE_PREFIX}{n}.conf", site(stack, n), **nginx) for n in services]
+    files.append(
+        ManagedFile(DEPLOY_HOOK, render("reverse_proxy/certbot-deploy-hook.j2", tls_dir=TLS_DIR), mode="0755", check="shell")
+    )
+    if stack.tls is not None and stack.tls.ca_bundle:
+        files.append(ManagedFile(ACME_CA_BUNDLE, stack.tls.ca_bundle))
+    return files
+
+
+ACME_CA_BUNDLE = "/etc/hypha-infra/acme-ca.pem"
+
+
+def placeholder_step(stack: Stack) -> str:
+    """Shell: a self-signed certificate behind each service's symlinks until certbot has one."""
+    lines = []
+    for name, domains in certificates(stack).items():
+        d = f"{TLS_DIR}/{name}"
+        san = ",".join(f"DNS:{x}" for x in domains)
+        lines.append(
+            f"if [ ! -e {d}/fullchain.pem ]; then mkdir -p {d} && "
+            f"openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 30 "
+            f"-subj /CN={domains[0]} -addext subjectAltName={san} "
+            f"-keyout {d}/placeholder-key.pem -out {d}/placeholder.pem 2>/dev/null && "
+            f"ln -sfn placeholder.pem {d}/fullchain.pem && ln -sfn placeholder-key.pem {d}/privkey.pem && "
+            f'log "placeholder certificate for {name}"; fi'
+        )
+    return "\n".join(lines)
+
+
+def certbot_step(stack: Stack) -> str:
+    """Shell: ask the ACME CA for each certificate nginx does not have yet (renewals: certbot.timer)."""
+    tls = stack.tls
+    if tls is None:
+        return ""
+    env = f"REQUESTS_CA_BUNDLE={ACME_CA_BUNDLE} " if tls.ca_bundle else ""
+    lines = [f"mkdir -p {WEBROOT}"]
+    for name, domains in certificates(stack).items():
+        names = " ".join(f"-d {x}" for x in domains)
+        lines.append(
+            f'case "$(readlink {TLS_DIR}/{name}/fullchain.pem)" in /etc/letsencrypt/live/*) ;; *)\n'
+            f"\tif {env}certbot certonly --non-interactive --agree-tos --email {tls.email} "
+            f"--server {tls.acme_directory} --webroot -w {WEBROOT} --cert-name {name} {names} "
+            f"--deploy-hook {DEPLOY_HOOK} >>\"$STATE/certbot.log\" 2>&1; then\n"
+            f'\t\tlog "certificate for {name} obtained"\n'
+            f"\telse\n"
+            f'\t\tcert_failed="$cert_failed {name}"\n'
+            f"\tfi\n"
+            f"\t;;\nesac"
+        )
+    return "\n".join(lines)
+
+
+def certificates(stack: Stack) -> dict[str, list[str]]:
+    """Certificate name (the service) to the names it covers."""
+    return {n: list(s.domains) for n, s in proxied_services(stack).items()}
