@@ -5,7 +5,6 @@ from __future__ import annotations
 import base64
 import json
 import shlex
-import textwrap
 from functools import lru_cache
 from pathlib import Path
 
@@ -25,7 +24,8 @@ def environment() -> jinja2.Environment:
     # Key order kept as given: the output must be byte-stable for hashing and drift checks.
     env.filters["tojson"] = lambda v: json.dumps(v, ensure_ascii=False)
     env.filters["shquote"] = shlex.quote
-    env.filters["b64"] = lambda text: "\n".join(textwrap.wrap(base64.b64encode(text.encode()).decode(), 76))
+    # 76-column lines, as base64(1) writes and reads them.
+    env.filters["b64"] = lambda text: base64.encodebytes(text.encode()).decode().rstrip("\n")
     return env
 
 
