@@ -148,3 +148,155 @@ def boot_and_converge(lab, ls: LabStack) -> dict:
     gateway = derive.gateway_name(ls.stack)
     order = [gateway] + [h for h in hosts if h != gateway]
     return {h: converge(ls.stack, h, ls.keys["deploy"].private_openssh) for h in order}
+
+
+# ---------------------------------------------------------------------------------------------------
+# The web edge in the lab: reverse proxy, DNS, an upstream, and a private ACME CA (pebble).
+
+WEB_FRONT = ipaddress.ip_network("10.213.60.0/24")
+WEB_LAN = ipaddress.ip_network("10.213.61.0/24")
+WEB_VPN = ipaddress.ip_network("10.213.62.0/24")
+PEBBLE_PORT = 14000
+PEBBLE_MANAGEMENT_PORT = 15000
+DKIM_SELECTOR = "lab2026"
+
+
+@dataclass
+class WebLabStack(LabStack):
+    lab_hosts: list = field(default_factory=list)
+    """ops.lab.LabHost entries the Lab is built from (gateway, proxy and dns hosts have a front address)."""
+    lan_gateway: str = ""
+    """The gateway's LAN address: the default route of LAN-only hosts."""
+    acme_ca_pem: str = ""
+    """The CA behind pebble's own HTTPS (tls.ca_bundle): what certbot trusts to talk to pebble."""
+    pebble_cert_pem: str = ""
+    """pebble's HTTPS certificate (SAN: the root namespace's front address), signed by acme_ca_pem."""
+    pebble_key_pem: str = ""
+    pebble_address: str = ""
+    """Where pebble listens: the root namespace's front address (ACME on PEBBLE_PORT, management on PEBBLE_MANAGEMENT_PORT)."""
+    dkim_private_pem: str = ""
+
+
+def _acme_server_ca(address: str) -> tuple[str, str, str]:
+    """(CA cert, leaf cert, leaf key) PEMs: a throw-away CA and the HTTPS certificate of an ACME server at `address`."""
+    import datetime
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+    now = datetime.datetime.now(datetime.timezone.utc)
+    start, end = now - datetime.timedelta(minutes=5), now + datetime.timedelta(days=2)
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "hypha lab ACME server CA")])
+    ca = (
+        x509.CertificateBuilder().subject_name(ca_name).issuer_name(ca_name)
+        .public_key(ca_key.public_key()).serial_number(x509.random_serial_number())
+        .not_valid_before(start).not_valid_after(end)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .add_extension(x509.KeyUsage(False, False, False, False, False, True, True, False, False), critical=True)
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), critical=False)
+        .sign(ca_key, hashes.SHA256())
+    )
+    key = ec.generate_private_key(ec.SECP256R1())
+    leaf = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, address)]))
+        .issuer_name(ca_name).public_key(key.public_key()).serial_number(x509.random_serial_number())
+        .not_valid_before(start).not_valid_after(end)
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address(address))]), critical=False)
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False)
+        .sign(ca_key, hashes.SHA256())
+    )
+    pem = serialization.Encoding.PEM
+    key_pem = key.private_bytes(pem, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()).decode()
+    return ca.public_bytes(pem).decode(), leaf.public_bytes(pem).decode(), key_pem
+
+
+def _dkim_key() -> tuple[str, str]:
+    """(private PEM, the p= value): a 2048-bit RSA key as a mail server would sign with."""
+    import base64
+
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    der = key.public_key().public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    private = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    return private.decode(), base64.b64encode(der).decode()
+
+
+def web_lab_stack(
+    front: ipaddress.IPv4Network = WEB_FRONT,
+    lan: ipaddress.IPv4Network = WEB_LAN,
+    vpn: ipaddress.IPv4Network = WEB_VPN,
+    admins: tuple[str, ...] = ("alice", "bob"),
+) -> WebLabStack:
+    """A valid prod-like stack whose catalog is the web edge lab: gateway `gw`, reverse proxy `web1`,
+    name server `dns` (each with a front, "public", address), and `app` on the LAN only.
+
+    Services: `www` (hypha.coop, www.hypha.coop) and `loomio` on `app`, the link shortener on `web1`;
+    the zone has ns1, MX, SPF, a DKIM key and DMARC; TLS comes from pebble on the root namespace's
+    front address, whose own HTTPS certificate is signed by a CA made here (tls.ca_bundle).
+    """
+    from ops.lab import LabHost
+
+    front, lan, vpn = ipaddress.ip_network(front), ipaddress.ip_network(lan), ipaddress.ip_network(vpn)
+    base = lab_stack("prod", hosts=("gw",), members=(), admins=admins, front=front, lan=lan, vpn=vpn)
+    raw = base.raw
+    f, n = list(front.hosts()), list(lan.hosts())
+    root = str(f[0])
+    node = next(iter(raw["proxmox"]["nodes"]))
+    first_id = raw["site"]["vm_ids"]["first"]
+    domain = raw["site"]["domain"]
+
+    def host(vm: int, lan_ip, roles: list[str], public=None) -> dict:
+        h = {"vm_id": first_id + vm, "node": node, "lan_ip": str(lan_ip), "roles": roles}
+        if public is not None:
+            h["public_ipv4"] = str(public)
+        return h
+
+    # boot_and_converge converges the gateway first, then the others in this order: the name server
+    # before the proxy, because the ACME CA resolves the proxy's names through it during the
+    # proxy's converge; the upstream before the proxy, so the first requests find it.
+    raw["hosts"] = {
+        "gw": host(1, n[1], ["gateway"], f[1]),
+        "dns": host(6, n[3], ["dns"], f[3]),
+        "app": host(5, n[4], ["app"]),
+        "web1": host(2, n[2], ["reverse_proxy"], f[2]),
+    }
+    raw["services"] = {
+        "www": {"host": "app", "port": 8080, "public": True, "domains": [domain, f"www.{domain}"]},
+        "loomio": {"host": "app", "port": 3000, "public": True, "domains": [f"loomio.{domain}"]},
+        "link": {"host": "web1", "shortlinks": True, "public": True, "domains": [f"link.{domain}"]},
+    }
+    dkim_private, dkim_public = _dkim_key()
+    raw["dns"] = {
+        "nameservers": [{"name": f"ns1.{domain}"}],
+        "mx": [{"host": "gw", "priority": 10}],
+        "spf": {"qualifier": "-all"},
+        "dkim": [{"selector": DKIM_SELECTOR, "public_key": dkim_public}],
+        "dmarc": {"policy": "quarantine", "rua": [f"dmarc-reports@{domain}"]},
+        "caa_issuers": ["letsencrypt.org"],
+    }
+    ca_pem, leaf_pem, leaf_key = _acme_server_ca(root)
+    raw["tls"] = {
+        "acme_directory": f"https://{root}:{PEBBLE_PORT}/dir",
+        "email": f"hostmaster@{domain}",
+        "ca_bundle": ca_pem,
+    }
+    stack = build_stack(raw, "prod")
+    lab_hosts = [
+        LabHost("gw", str(n[1]), str(f[1])),
+        LabHost("web1", str(n[2]), str(f[2])),
+        LabHost("dns", str(n[3]), str(f[3])),
+        LabHost("app", str(n[4])),
+    ]
+    return WebLabStack(
+        "prod", raw, stack, base.keys, base.wireguard,
+        {h.name: h.front for h in lab_hosts if h.front},
+        lab_hosts=lab_hosts, lan_gateway=str(n[1]), acme_ca_pem=ca_pem, pebble_cert_pem=leaf_pem,
+        pebble_key_pem=leaf_key, pebble_address=root, dkim_private_pem=dkim_private,
+    )

@@ -82,11 +82,16 @@ def proxy_files(stack: Stack) -> list:
         ManagedFile(DEPLOY_HOOK, render("reverse_proxy/certbot-deploy-hook.j2", tls_dir=TLS_DIR), mode="0755", check="shell")
     )
     if stack.tls is not None and stack.tls.ca_bundle:
-        files.append(ManagedFile(ACME_CA_BUNDLE, stack.tls.ca_bundle))
+        files += [
+            ManagedFile(ACME_CA_BUNDLE, stack.tls.ca_bundle),
+            # Without it the renewals from certbot.timer fail verifying the private CA's HTTPS.
+            ManagedFile(RENEW_CA_DROPIN, render("reverse_proxy/certbot-ca.conf.j2", ca_bundle=ACME_CA_BUNDLE)),
+        ]
     return files
 
 
 ACME_CA_BUNDLE = "/etc/hypha-infra/acme-ca.pem"
+RENEW_CA_DROPIN = "/etc/systemd/system/certbot.service.d/hypha-acme-ca.conf"
 
 
 def placeholder_step(stack: Stack) -> str:
