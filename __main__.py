@@ -12,10 +12,13 @@ from components.config import deploy_private_key, proxmox_api_token, stack_from_
 from components.gateway import Gateway, GatewayArgs  # noqa: E402
 from components.host_bootstrap import HostBootstrap, HostBootstrapArgs  # noqa: E402
 from components.proxmox_vm import ProxmoxVm, ProxmoxVmArgs  # noqa: E402
+from render.converge import converge_script  # noqa: E402
 from spec import derive  # noqa: E402
 
 # Validates everything first: a bad config raises here, before any resource is registered.
 stack = stack_from_config()
+# Every host's files too (shortlinks.csv among them): a bad one must also stop us before any resource.
+scripts = {name: converge_script(stack, name) for name in sorted(stack.hosts)}
 
 provider = pve.Provider(
     "proxmox",
@@ -43,7 +46,7 @@ for name in sorted(stack.hosts):
 # Every host converged over SSH through the gateway, once its VM exists.
 deploy_key = deploy_private_key()
 bootstraps = {
-    name: HostBootstrap(name, HostBootstrapArgs(stack, name, vms[name], deploy_key))
+    name: HostBootstrap(name, HostBootstrapArgs(stack, name, vms[name], deploy_key, scripts[name]))
     for name in sorted(stack.hosts)
 }
 

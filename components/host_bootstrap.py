@@ -8,7 +8,7 @@ from typing import Optional
 import pulumi
 from pulumi_command import remote
 
-from render.converge import converge_script, script_digest
+from render.converge import script_digest
 from spec import derive
 from spec.model import Stack
 
@@ -24,6 +24,8 @@ class HostBootstrapArgs:
     """The host's VM; the converge waits for it."""
     private_key: pulumi.Input[str]
     """The deploy key's private half, a Pulumi secret."""
+    script: str
+    """The host's converge script, rendered before any resource was registered."""
 
 
 class HostBootstrap(pulumi.ComponentResource):
@@ -37,7 +39,7 @@ class HostBootstrap(pulumi.ComponentResource):
     def __init__(self, name: str, args: HostBootstrapArgs, opts: Optional[pulumi.ResourceOptions] = None):
         super().__init__("hypha:infra:HostBootstrap", name, None, opts)
         stack, host = args.stack, args.host
-        script = converge_script(stack, host)
+        script = args.script
         digest = script_digest(script)
         user = derive.DEPLOY_USER
         if host == derive.gateway_name(stack):

@@ -72,7 +72,7 @@ def proxy_files(stack: Stack) -> list:
     short = [n for n, s in services.items() if s.shortlinks]
     if short:
         host = stack.services[short[0]].domains[0]
-        links = shortlinks.load(shortener_host=host)
+        links = shortlinks.load(shortlinks.CSV_PATH, shortener_host=host)
         files += [
             ManagedFile(shortlinks.MAP_FILE, shortlinks.render_map(links), **nginx),
             ManagedFile(shortlinks.LOCATION_FILE, shortlinks.render_location(host), **nginx),

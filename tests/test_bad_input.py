@@ -401,6 +401,38 @@ CASES = [
         "is 'staging' but this is stack 'prod'",
         "set it to 'prod'",
     ),
+    # The web edge's catalog.
+    case(
+        "public-services-without-tls",
+        deleting("tls"),
+        "tls",
+        "is required when a service is public",
+        "add the section",
+    ),
+    case(
+        "acme-directory-not-https",
+        setting("tls.acme_directory", "http://acme.example.org/directory"),
+        "tls.acme_directory",
+        "is not an https:// ACME directory URL",
+    ),
+    case(
+        "shortlinks-with-a-port",
+        setting("services.link.port", 8081),
+        "services.link.port",
+        "served by the proxy itself; remove the port",
+    ),
+    case(
+        "shortlinks-on-a-host-without-the-proxy",
+        setting("services.link.host", "bw1"),
+        "services.link.host",
+        "has no `reverse_proxy` role",
+    ),
+    case(
+        "mx-to-an-unknown-host",
+        setting("dns.mx.0.host", "mail9"),
+        "dns.mx[0].host",
+        "unknown host 'mail9'",
+    ),
 ]
 
 

@@ -426,3 +426,17 @@ def test_an_unknown_keyword_gets_a_404_saying_how_to_request_a_link(served, path
     assert headers["content-type"].startswith("text/plain")
     assert f"No short link by that name on {HOST}." in body
     assert "shortlinks.csv" in body and "pull request" in body and "keyword,destination_url" in body
+
+
+def test_a_bad_csv_stops_the_program_before_any_resource(tmp_path, monkeypatch):
+    """The program renders every host's files before registering anything, so a bad line deploys nothing."""
+    import ops.mockrun
+    import render.shortlinks
+
+    bad = tmp_path / "shortlinks.csv"
+    bad.write_text("keyword,destination_url\nloomio,https://loomio.hypha.coop/\nLoomio,ftp://x\n")
+    monkeypatch.setattr(render.shortlinks, "CSV_PATH", bad)
+    with pytest.raises(ShortlinksError) as caught:
+        ops.mockrun.run_stack("prod")
+    assert any(p.path == "shortlinks.csv:3" for p in caught.value.problems)
+    assert ops.mockrun.last_run.resources == []
