@@ -134,9 +134,12 @@ def lab_stack(
 def boot_and_converge(lab, ls: LabStack) -> dict:
     """Each lab host's first boot with its real cloud-init snippet, then converge, gateway first.
 
-    Returns the converge Result per host. This is what `pulumi up` does to a new VM.
+    Returns the converge Result per host. This is what `pulumi up` does to a new VM. A host whose
+    sshd cannot be reached gets one more try after a pause; if that fails too, the error carries
+    the host's sshd journal, so a CI failure can be read without the lab.
     """
     import concurrent.futures
+    import time
 
     from ops.remote import converge
     from render.cloud_init import user_data
@@ -145,9 +148,28 @@ def boot_and_converge(lab, ls: LabStack) -> dict:
     hosts = list(ls.stack.hosts)
     with concurrent.futures.ThreadPoolExecutor(len(hosts)) as pool:
         list(pool.map(lambda h: lab.first_boot(h, user_data(ls.stack, h)), hosts))
+    for h in hosts:  # cloud-init restarted sshd (set_passwords); wait until it is back
+        for _ in range(100):
+            if lab.run(h, ["systemctl", "is-active", "-q", "ssh"], check=False).returncode == 0:
+                break
+            time.sleep(0.1)
     gateway = derive.gateway_name(ls.stack)
     order = [gateway] + [h for h in hosts if h != gateway]
-    return {h: converge(ls.stack, h, ls.keys["deploy"].private_openssh) for h in order}
+    key = ls.keys["deploy"].private_openssh
+    results = {}
+    for h in order:
+        try:
+            results[h] = converge(ls.stack, h, key)
+        except Exception as first:  # noqa: BLE001 - retried once, then reported with the journal
+            time.sleep(3)
+            try:
+                results[h] = converge(ls.stack, h, key)
+            except Exception as exc:
+                journal = lab.run(gateway, "journalctl -u ssh --no-pager | tail -30", check=False).stdout
+                if h != gateway:
+                    journal += lab.run(h, "journalctl -u ssh --no-pager | tail -30", check=False).stdout
+                raise RuntimeError(f"converge of {h} failed twice ({first!r}, then {exc!r}); sshd said:\n{journal}") from exc
+    return results
 
 
 # ---------------------------------------------------------------------------------------------------
