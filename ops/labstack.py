@@ -165,9 +165,14 @@ def boot_and_converge(lab, ls: LabStack) -> dict:
             try:
                 results[h] = converge(ls.stack, h, key)
             except Exception as exc:
-                journal = lab.run(gateway, "journalctl -u ssh --no-pager | tail -30", check=False).stdout
+                probe = (
+                    "journalctl -u ssh --no-pager | tail -15; ls -l /run/nologin /etc/nologin 2>&1; "
+                    "getent shadow deploy; systemctl is-system-running; systemctl list-jobs --no-pager | head; "
+                    "journalctl -b --no-pager | grep -iE 'nologin|user-sessions|pam_' | head -20"
+                )
+                journal = lab.run(gateway, probe, check=False).stdout
                 if h != gateway:
-                    journal += lab.run(h, "journalctl -u ssh --no-pager | tail -30", check=False).stdout
+                    journal += lab.run(h, probe, check=False).stdout
                 raise RuntimeError(f"converge of {h} failed twice ({first!r}, then {exc!r}); sshd said:\n{journal}") from exc
     return results
 
