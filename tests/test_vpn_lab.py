@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import ipaddress
 import re
 import subprocess
 import sys
@@ -19,7 +20,12 @@ from spec.load import build_stack
 
 HOSTS = ("gw", "h1")
 MEMBER = "dave"
-CLIENT_ADDRESS = "10.213.0.50"
+# Ranges of its own, so nothing another lab module left behind (neighbour entries, connections)
+# can meet this lab's addresses.
+FRONT = ipaddress.ip_network("10.213.10.0/24")
+LAN = ipaddress.ip_network("10.213.11.0/24")
+VPN_CIDR = ipaddress.ip_network("10.213.12.0/24")
+CLIENT_ADDRESS = "10.213.10.50"
 
 
 def _probe(lab: Lab, ns: str, address: str, port: int = 22, timeout: float = 2.0) -> bool:
@@ -32,9 +38,9 @@ def vpn(tmp_path_factory):
     ok, why = available()
     if not ok:
         pytest.skip(f"lab unavailable: {why}")
-    ls = lab_stack("staging", hosts=HOSTS, members=(MEMBER,))
+    ls = lab_stack("staging", hosts=HOSTS, members=(MEMBER,), front=FRONT, lan=LAN, vpn=VPN_CIDR)
     tmp = tmp_path_factory.mktemp("vpn")
-    with Lab("hvp", layout(HOSTS[0], HOSTS[1:])) as lab:
+    with Lab("hvp", layout(HOSTS[0], HOSTS[1:], front=str(FRONT), lan=str(LAN)), front=str(FRONT), lan=str(LAN)) as lab:
         results = boot_and_converge(lab, ls)
         for h, r in results.items():
             assert r.ok, f"{h}: {r.stdout}{r.stderr}"
