@@ -702,6 +702,9 @@ class Lab:
                 state[host] = f"systemd {st or '?'}"
                 if st not in ("running", "degraded"):
                     continue
+                if st == "degraded" and not self._retry_failed_units(host):
+                    state[host] = "systemd degraded, failed units being started again"
+                    continue
                 ss = self.netns_exec(self.netns(host), ["ss", "-ltnH", "sport = :22"], check=False, timeout=10)
                 if ss.stdout.strip():
                     pending.discard(host)
@@ -717,6 +720,22 @@ class Lab:
                     + ", ".join(f"{h}: {state[h]}" for h in sorted(pending)) + f"\n{self._tail(host)}"
                 )
             time.sleep(0.1)
+
+    def _retry_failed_units(self, host: str) -> bool:
+        """Start again what failed at boot; True when nothing that matters for logins is still failed.
+
+        Seen here under load: a unit failing with 219/CGROUP ("Failed to attach to cgroup") while
+        several hosts boot at once. systemd-user-sessions is the one that matters: until it has
+        run, /run/nologin makes PAM refuse every login but root's.
+        """
+        failed = self.run(host, ["systemctl", "list-units", "--failed", "--plain", "--no-legend"],
+                          check=False, timeout=10).stdout.splitlines()
+        units = [line.split()[0] for line in failed if line.strip()]
+        for unit in units:
+            self.run(host, ["systemctl", "restart", unit], check=False, timeout=30)
+        still = self.run(host, ["systemctl", "is-failed", "-q", "systemd-user-sessions.service"], check=False)
+        gate = self.run(host, ["test", "-e", "/run/nologin"], check=False)
+        return still.returncode != 0 and gate.returncode != 0
 
     def _tail(self, host: str, lines: int = 40) -> str:
         try:
