@@ -32,7 +32,9 @@ def _transient(exc: Exception) -> bool:
     if isinstance(exc, (socket.error, EOFError)):
         return True
     text = str(exc)
-    return isinstance(exc, paramiko.SSHException) and ("EOF" in text or "banner" in text or "reset" in text)
+    return isinstance(exc, paramiko.SSHException) and any(
+        word in text for word in ("EOF", "banner", "reset", "Timeout opening channel")
+    )
 
 
 @dataclass
