@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 from pydantic_core import InitErrorDetails, PydanticCustomError
@@ -27,18 +28,26 @@ def check_domain(value: str) -> str:
     return value
 
 
-def _check_each(title: str, items: list[str], check) -> list[str]:
+def validation_error(title: str, errors: list[tuple[tuple, str, Any]]) -> ValidationError:
+    """A ValidationError whose entries (location, message, input) sit at their own sub-keys."""
+    details = [
+        InitErrorDetails(type=PydanticCustomError("value_error", "{reason}", {"reason": msg}), loc=loc, input=inp)
+        for loc, msg, inp in errors
+    ]
+    return ValidationError.from_exception_data(title, details)
+
+
+def _check_each(title: str, items: list, check, hint: str = "") -> list:
     """Run `check` on every item and report each failure at its own index (`keys[1]`), not at the list."""
     errors = []
     for i, item in enumerate(items):
         try:
             check(item)
         except ValueError as exc:
-            reason = PydanticCustomError("value_error", "{reason}", {"reason": str(exc)})
-            errors.append(InitErrorDetails(type=reason, loc=(i,), input=item))
+            errors.append(((i,), f"{exc}{hint}", item))
     if errors:
         # pydantic prefixes the field's location, so these surface as e.g. people.alice.keys[1].
-        raise ValidationError.from_exception_data(title, errors)
+        raise validation_error(title, errors)
     return items
 
 

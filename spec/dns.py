@@ -16,10 +16,9 @@ from typing import TYPE_CHECKING, Any, Literal, Optional, Union
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.hazmat.primitives.serialization import load_der_public_key
 from pydantic import Field, ValidationError, field_validator, model_validator
-from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from .errors import ConfigError, Problem, problems_from
-from .base import _Model, check_domain
+from .base import _check_each, _Model, check_domain, validation_error
 
 if TYPE_CHECKING:  # the stack model holds a Dns; only names from it are needed here
     from .model import Host, Network, Service, Site, Stack
@@ -58,15 +57,6 @@ def _check_email(value: str) -> str:
         raise ValueError(f"{value!r} is not an email address (write it as name@example.org)")
     check_domain(value.rpartition("@")[2])
     return value
-
-
-def _problem_details(errors: list[tuple[tuple, str, Any]], title: str) -> ValidationError:
-    """A ValidationError whose entries sit at their own sub-keys (e.g. `value`), not at the model."""
-    details = [
-        InitErrorDetails(type=PydanticCustomError("value_error", "{reason}", {"reason": msg}), loc=loc, input=inp)
-        for loc, msg, inp in errors
-    ]
-    return ValidationError.from_exception_data(title, details)
 
 
 
@@ -128,15 +118,7 @@ class Spf(_Model):
     @field_validator("include")
     @classmethod
     def _include(cls, domains: list[str]) -> list[str]:
-        errors = []
-        for i, d in enumerate(domains):
-            try:
-                check_mail_domain(d)
-            except ValueError as exc:
-                errors.append(((i,), f"{exc}; write the domain alone, without `include:`", d))
-        if errors:
-            raise _problem_details(errors, "include")
-        return domains
+        return _check_each("include", domains, check_mail_domain, "; write the domain alone, without `include:`")
 
 
 class Dkim(_Model):
@@ -160,9 +142,9 @@ class Dkim(_Model):
         try:
             raw = base64.b64decode(self.public_key, validate=True)
         except (binascii.Error, ValueError):
-            raise _problem_details(
-                [(("public_key",), "is not base64; paste only the p= value of the DKIM record, without quotes, spaces or line breaks", self.public_key)],
+            raise validation_error(
                 "Dkim",
+                [(("public_key",), "is not base64; paste only the p= value of the DKIM record, without quotes, spaces or line breaks", self.public_key)],
             ) from None
         problem = None
         if self.key_type == "ed25519":
@@ -181,7 +163,7 @@ class Dkim(_Model):
                     "generate a 2048-bit key"
                 )
         if problem:
-            raise _problem_details([(("public_key",), problem, self.public_key)], "Dkim")
+            raise validation_error("Dkim", [(("public_key",), problem, self.public_key)])
         return self
 
 
@@ -206,17 +188,12 @@ class Dmarc(_Model):
     @field_validator("rua")
     @classmethod
     def _rua(cls, addresses: list[str]) -> list[str]:
-        errors = []
-        for i, a in enumerate(addresses):
-            try:
-                _check_email(a.removeprefix("mailto:") if isinstance(a, str) else a)
-                if a.startswith("mailto:"):
-                    raise ValueError(f"{a!r} starts with mailto:; write the address alone ({a.removeprefix('mailto:')})")
-            except ValueError as exc:
-                errors.append(((i,), str(exc), a))
-        if errors:
-            raise _problem_details(errors, "rua")
-        return addresses
+        def check(a: str) -> None:
+            _check_email(a.removeprefix("mailto:") if isinstance(a, str) else a)
+            if a.startswith("mailto:"):
+                raise ValueError(f"{a!r} starts with mailto:; write the address alone ({a.removeprefix('mailto:')})")
+
+        return _check_each("rua", addresses, check)
 
 
 class NameServer(_Model):
@@ -252,9 +229,9 @@ class ExtraRecord(_Model):
         problem = None
         if self.type == "CNAME":
             if self.name == "@":
-                raise _problem_details(
-                    [(("name",), "a CNAME cannot be at the apex (it would hide SOA, NS and MX); publish the name as a service instead", self.name)],
+                raise validation_error(
                     "ExtraRecord",
+                    [(("name",), "a CNAME cannot be at the apex (it would hide SOA, NS and MX); publish the name as a service instead", self.name)],
                 )
             try:
                 check_domain(self.value)
@@ -265,7 +242,7 @@ class ExtraRecord(_Model):
         elif len(self.value) > 2048:
             problem = f"is {len(self.value)} characters; keep a TXT value under 2048"
         if problem:
-            raise _problem_details([(("value",), problem, self.value)], "ExtraRecord")
+            raise validation_error("ExtraRecord", [(("value",), problem, self.value)])
         return self
 
 
@@ -322,15 +299,7 @@ class Dns(_Model):
     @field_validator("caa_issuers")
     @classmethod
     def _issuers(cls, issuers: list[str]) -> list[str]:
-        errors = []
-        for i, d in enumerate(issuers):
-            try:
-                check_domain(d)
-            except ValueError as exc:
-                errors.append(((i,), f"{exc}; name the CA's CAA domain, e.g. letsencrypt.org", d))
-        if errors:
-            raise _problem_details(errors, "caa_issuers")
-        return issuers
+        return _check_each("caa_issuers", issuers, check_domain, "; name the CA's CAA domain, e.g. letsencrypt.org")
 
     @field_validator("caa_iodef")
     @classmethod
@@ -348,15 +317,15 @@ class Dns(_Model):
     def _secondaries(cls, values: Any) -> Any:
         if not isinstance(values, list):
             return values
-        errors = []
-        for i, v in enumerate(values):
+        def check(v: Any) -> None:
             try:
                 ipaddress.ip_address(v)
             except ValueError:
-                errors.append(((i,), f"{v!r} is not an IP address; list secondaries by address (e.g. 192.0.2.53), not by name", v))
-        if errors:
-            raise _problem_details(errors, "secondaries")
-        return values
+                raise ValueError(
+                    f"{v!r} is not an IP address; list secondaries by address (e.g. 192.0.2.53), not by name"
+                ) from None
+
+        return _check_each("secondaries", values, check)
 
 
 # --- what the catalog makes of it -------------------------------------------------------------
