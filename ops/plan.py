@@ -17,7 +17,7 @@ from typing import Any
 from spec import derive
 from spec.capacity import usage
 from spec.errors import ConfigError
-from spec.load import load_stack
+from spec.load import build_stack, read_stack_config
 
 from .mockrun import Run, run_stack
 
@@ -41,8 +41,10 @@ def _top_level(run: Run) -> dict[str, Counter]:
 
 def build_report(stack_name: str) -> dict[str, Any]:
     started = time.perf_counter()
-    stack = load_stack(stack_name)
-    run = run_stack(stack_name)
+    # Read the stack files once: the model for the report, the same raw config for the program run.
+    raw = read_stack_config(stack_name)
+    stack = build_stack(raw, stack_name)
+    run = run_stack(stack_name, raw=raw)
     nodes = {}
     over = False
     for node, u in usage(stack.proxmox, stack.hosts).items():
