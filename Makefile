@@ -5,11 +5,13 @@ PY    := $(VENV)/bin/python
 # Debian packages the tests use: the checkers of what we render (cloud-init schema, sshd -t,
 # nft -c, visudo, wg-quick, shellcheck) and the lab hosts (systemd-nspawn over an overlay of /,
 # so every package a lab host runs must be installed here; wireguard-go as there is no kernel module),
-# and the web edge's end-to-end lab (pebble as the ACME CA, dig, testssl.sh).
+# the web edge's end-to-end lab (pebble as the ACME CA, dig, testssl.sh), backups (borg, borgmatic)
+# and monitoring (Prometheus with promtool, Alertmanager with amtool, blackbox_exporter).
 APT_PACKAGES := cloud-init openssh-server openssh-client python3-venv shellcheck nftables sudo \
   wireguard-tools wireguard-go systemd-container iproute2 prometheus-node-exporter \
   unattended-upgrades systemd-timesyncd util-linux nginx bind9-utils \
-  bind9 certbot openssl pebble dnsutils testssl.sh
+  bind9 certbot openssl pebble dnsutils testssl.sh \
+  borgbackup borgmatic prometheus prometheus-alertmanager prometheus-blackbox-exporter
 
 .PHONY: setup plan test bench docs lab
 

@@ -10,9 +10,10 @@ import pulumi_proxmoxve as pve  # noqa: E402
 
 from components.config import deploy_private_key, proxmox_api_token, stack_from_config  # noqa: E402
 from components.gateway import Gateway, GatewayArgs  # noqa: E402
+from components.late import late_values  # noqa: E402
 from components.host_bootstrap import HostBootstrap, HostBootstrapArgs  # noqa: E402
 from components.proxmox_vm import ProxmoxVm, ProxmoxVmArgs  # noqa: E402
-from render.converge import converge_script  # noqa: E402
+from render.converge import converge_script, late_names  # noqa: E402
 from spec import derive  # noqa: E402
 
 # Validates everything first: a bad config raises here, before any resource is registered.
@@ -43,10 +44,13 @@ for name in sorted(stack.hosts):
     if name not in vms:
         vms[name] = ProxmoxVm(name, ProxmoxVmArgs(stack, name, pool.pool_id), with_provider)
 
+# Secrets and keys the scripts ask for by name, each made once (components/late.py).
+late = late_values(stack, [n for s in scripts.values() for n in late_names(s)], with_provider)
+
 # Every host converged over SSH through the gateway, once its VM exists.
 deploy_key = deploy_private_key()
 bootstraps = {
-    name: HostBootstrap(name, HostBootstrapArgs(stack, name, vms[name], deploy_key, scripts[name]))
+    name: HostBootstrap(name, HostBootstrapArgs(stack, name, vms[name], deploy_key, scripts[name], late))
     for name in sorted(stack.hosts)
 }
 

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Optional
+import hashlib
+from dataclasses import dataclass, field
+from typing import Mapping, Optional
 
 import pulumi
 from pulumi_command import remote
 
-from render.converge import script_digest
+from render.converge import fill, late_names, script_digest
 from spec import derive
 from spec.model import Stack
 
@@ -26,6 +27,8 @@ class HostBootstrapArgs:
     """The deploy key's private half, a Pulumi secret."""
     script: str
     """The host's converge script, rendered before any resource was registered."""
+    late: Mapping[str, pulumi.Input[str]] = field(default_factory=dict)
+    """Values the script's placeholders need (secrets, generated keys); see `render.host.late`."""
 
 
 class HostBootstrap(pulumi.ComponentResource):
@@ -57,13 +60,25 @@ class HostBootstrap(pulumi.ComponentResource):
                     host=derive.gateway_address(stack), user=user, private_key=args.private_key
                 ),
             )
+        stdin: pulumi.Input[str] = script
+        triggers: list = [digest]
+        needed = late_names(script)
+        if needed:
+            values = pulumi.Output.all(**{n: args.late[n] for n in needed})
+            # Secret end to end: the filled script and the values' digest (a rotated secret re-runs).
+            stdin = pulumi.Output.secret(values.apply(lambda v: fill(script, v)))
+            triggers.append(
+                pulumi.Output.secret(
+                    values.apply(lambda v: hashlib.sha256("\0".join(f"{k}={v[k]}" for k in sorted(v)).encode()).hexdigest())
+                )
+            )
         command = remote.Command(
             f"{name}-converge",
             connection=connection,
             # The script arrives on stdin: nothing of it lands in a process list or a shell history.
             create="sudo -n sh -s",
-            stdin=script,
-            triggers=[digest],
+            stdin=stdin,
+            triggers=triggers,
             opts=pulumi.ResourceOptions(parent=self, depends_on=[args.vm]),
         )
         self.script_sha256 = pulumi.Output.from_input(digest)

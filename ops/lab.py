@@ -71,6 +71,8 @@ MASK_ALWAYS = (
 DISABLE = (
     "prometheus-node-exporter.service", "unattended-upgrades.service", "nftables.service",
     "named.service", "nginx.service", "certbot.timer",
+    "prometheus.service", "prometheus-alertmanager.service", "prometheus-blackbox-exporter.service",
+    "borgmatic.timer",
 )
 # Enabled units a lab host keeps (besides systemd-* and targets).
 KEEP = ("ssh.service", "ssh.socket", "sshd.service")

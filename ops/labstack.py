@@ -63,6 +63,14 @@ class LabStack:
     wireguard: dict[str, tuple[str, str]] = field(default_factory=dict)
     """WireGuard (private, public) by person."""
     front_ip: dict[str, str] = field(default_factory=dict)
+    late: dict[str, str] = field(default_factory=dict)
+    """Late values (secrets, generated keys) by name, as the program's components/late.py makes them."""
+
+    def script(self, host: str) -> str:
+        """The host's converge script with its late values filled in, as the host receives it."""
+        from render.converge import converge_script, fill
+
+        return fill(converge_script(self.stack, host), self.late)
 
 
 def lab_stack(
@@ -159,11 +167,11 @@ def boot_and_converge(lab, ls: LabStack) -> dict:
     results = {}
     for h in order:
         try:
-            results[h] = converge(ls.stack, h, key)
+            results[h] = converge(ls.stack, h, key, ls.script(h))
         except Exception as first:  # noqa: BLE001 - retried once, then reported with the journal
             time.sleep(3)
             try:
-                results[h] = converge(ls.stack, h, key)
+                results[h] = converge(ls.stack, h, key, ls.script(h))
             except Exception as exc:
                 probe = (
                     "journalctl -u ssh --no-pager | tail -15; ls -l /run/nologin /etc/nologin 2>&1; "

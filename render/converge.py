@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import base64
 import hashlib
+import re
+from typing import Mapping
 
 from spec import derive
 from spec.model import Stack
@@ -36,3 +39,23 @@ def converge_script(stack: Stack, host: str, plan: HostPlan | None = None) -> st
 
 def script_digest(script: str) -> str:
     return hashlib.sha256(script.encode()).hexdigest()
+
+
+LATE_PLACEHOLDER = re.compile(r"@@HYPHA_LATE:([a-z0-9][a-z0-9/_.-]*)@@")
+
+
+def late_names(script: str) -> list[str]:
+    """The late values a rendered script needs, sorted, each once."""
+    return sorted(set(LATE_PLACEHOLDER.findall(script)))
+
+
+def fill(script: str, values: Mapping[str, str]) -> str:
+    """The script with every late value put in (base64, one line each), ready for the host's stdin.
+
+    A value the script needs but `values` lacks is an error naming it: a host must never get a
+    file with a hole in it.
+    """
+    missing = [n for n in late_names(script) if n not in values]
+    if missing:
+        raise KeyError(f"no value for late value(s) {', '.join(missing)}")
+    return LATE_PLACEHOLDER.sub(lambda m: base64.b64encode(values[m.group(1)].encode()).decode(), script)

@@ -6,6 +6,7 @@ converge script applies all of it, and the drift check compares hosts against it
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Optional
 
@@ -22,6 +23,23 @@ PEOPLE_GROUP = "hypha-people"
 NTP_SERVERS = ("0.debian.pool.ntp.org", "1.debian.pool.ntp.org", "2.debian.pool.ntp.org")
 
 
+# A value known only when the program runs (a generated secret, a public key Pulumi makes), put in
+# a file's content by `late()`. The rendered script carries a placeholder; `render.converge.fill`
+# puts the value in on its way to the host (on stdin, never a command line), so no rendered file,
+# test fixture or drift report ever holds a secret in clear.
+LATE_MARK = re.compile(r"\x00late:([a-z0-9][a-z0-9/_.-]*)\x00")
+
+
+def late(name: str) -> str:
+    """A placeholder for the late value `name` inside a ManagedFile's content."""
+    assert re.fullmatch(r"[a-z0-9][a-z0-9/_.-]*", name), name
+    return f"\x00late:{name}\x00"
+
+
+def late_names(content: str) -> list[str]:
+    return LATE_MARK.findall(content)
+
+
 @dataclass(frozen=True)
 class ManagedFile:
     path: str
@@ -35,6 +53,16 @@ class ManagedFile:
     """`reload` (reload-or-restart) or `restart`."""
     check: Optional[str] = None
     """Name of the daemon's own checker the converge script runs on the staged file."""
+
+    @property
+    def late(self) -> list[str]:
+        """Names of the late values in the content (see `late()`); empty for most files."""
+        return late_names(self.content)
+
+    def pieces(self) -> list[tuple[bool, str]]:
+        """The content as (is_late, text-or-name) pieces, in order."""
+        parts = LATE_MARK.split(self.content)
+        return [(i % 2 == 1, p) for i, p in enumerate(parts) if p or i % 2 == 1]
 
 
 @dataclass(frozen=True)
@@ -237,7 +265,25 @@ def _reverse_proxy(stack: Stack, host: str, plan: HostPlan) -> None:
     plan.finish.append(proxy.certbot_step(stack))
 
 
-ROLES = {"gateway": _gateway, "dns": _dns, "reverse_proxy": _reverse_proxy}
+def _backup_target(stack: Stack, host: str, plan: HostPlan) -> None:
+    from . import backup
+
+    backup.backup_target(stack, host, plan)
+
+
+def _monitoring(stack: Stack, host: str, plan: HostPlan) -> None:
+    from . import monitoring
+
+    monitoring.monitoring(stack, host, plan)
+
+
+ROLES = {
+    "gateway": _gateway,
+    "dns": _dns,
+    "reverse_proxy": _reverse_proxy,
+    "backup_target": _backup_target,
+    "monitoring": _monitoring,
+}
 
 
 def host_plan(stack: Stack, host: str) -> HostPlan:
@@ -247,6 +293,10 @@ def host_plan(stack: Stack, host: str) -> HostPlan:
     for role in sorted(stack.hosts[host].roles):
         if role in ROLES:
             ROLES[role](stack, host, plan)
+    # Not a role one picks: every host that holds data is a backup client.
+    from . import backup
+
+    backup.backup_client(stack, host, plan)
     paths = [f.path for f in plan.files]
     assert len(paths) == len(set(paths)), f"{host}: two roles render the same file"
     return plan

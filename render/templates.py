@@ -26,6 +26,8 @@ def environment() -> jinja2.Environment:
     env.filters["shquote"] = shlex.quote
     # 76-column lines, as base64(1) writes and reads them.
     env.filters["b64"] = lambda text: base64.encodebytes(text.encode()).decode().rstrip("\n")
+    # One line, for the pieces of a file with late values (converge.sh.j2 decodes line by line).
+    env.filters["b64line"] = lambda text: base64.b64encode(text.encode()).decode()
     return env
 
 

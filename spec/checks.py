@@ -9,7 +9,9 @@ import re
 from typing import Optional
 
 from .capacity import usage
+from .backup import check_backup
 from .dns import Dns, check_dns
+from .monitoring import check_monitoring
 from .errors import Problem
 from .keys import parse_public_key
 from .model import HOST_ROLES, Access, Host, Network, Person, Proxmox, Service, Site
@@ -31,6 +33,8 @@ def check(
     services: dict[str, Service],
     dns: Optional[Dns] = None,
     tls: Optional[object] = None,
+    backup: Optional[object] = None,
+    monitoring: Optional[object] = None,
     declared: Optional[dict[str, set[str]]] = None,
 ) -> list[Problem]:
     out: list[Problem] = []
@@ -67,6 +71,8 @@ def check(
         out += check_dns(dns, site, network, hosts, services)
     if tls is None and any(s.public for s in services.values()):
         add("tls", "is required when a service is public (its certificates come from ACME); add the section")
+    out += check_backup(backup, site, hosts, services)
+    out += check_monitoring(monitoring, site, hosts, services, people)
     return out
 
 

@@ -15,7 +15,9 @@ from typing import Literal, Optional, Union
 from pydantic import BaseModel, Field, field_validator
 
 from .base import _check_each, _Model, check_domain
+from .backup import Backup, Database
 from .dns import Dns
+from .monitoring import Monitoring
 from .keys import KeyError_, parse_public_key
 
 # Roles a host can carry. Later issues give each one its files under templates/<role>/.
@@ -219,6 +221,9 @@ class Service(_Model):
     shortlinks: bool = Field(
         default=False, description="Served by the reverse proxy itself: the redirects of `shortlinks.csv` (no port)."
     )
+    databases: list[Database] = Field(
+        default_factory=list, description="Databases the service keeps on its host, dumped into each backup."
+    )
 
     @field_validator("domains")
     @classmethod
@@ -249,6 +254,8 @@ SECTIONS: dict[str, type[BaseModel]] = {
     "access": Access,
     "dns": Dns,
     "tls": Tls,
+    "backup": Backup,
+    "monitoring": Monitoring,
 }
 # Sections that are maps of name -> entry, each entry checked on its own so one bad host hides no other.
 MAP_SECTIONS: dict[str, type[BaseModel]] = {
@@ -270,3 +277,5 @@ class Stack(_Model):
     services: dict[str, Service] = Field(default_factory=dict)
     dns: Optional[Dns] = Field(default=None, description="The site's DNS zone, generated from the catalog.")
     tls: Optional[Tls] = Field(default=None, description="Certificates for public services; required when there are any.")
+    backup: Optional[Backup] = Field(default=None, description="Backups of every host that holds data.")
+    monitoring: Optional[Monitoring] = Field(default=None, description="What the monitoring host watches and whom it alerts.")

@@ -224,3 +224,34 @@ def test_the_dns_host_carries_the_zone_and_derives_its_serial_on_the_host():
     script = converge_script(m, "dns")
     assert f"{dns.SERIAL_SCRIPT} {dns.body_path(zone)} {dns.live_path(zone)}" in script
     assert all(not p.derive for h, p in plans.items() if h != "dns")
+
+
+def test_a_late_value_reaches_the_file_but_never_the_rendered_script(tmp_path):
+    """Secrets and generated keys travel as placeholders, filled only on the way to the host's stdin."""
+    from render.converge import fill, late_names
+    from render.host import ManagedFile, late
+
+    stack = model("staging")
+    plan = host_plan(stack, "gateway")
+    target = tmp_path / "live" / "secret.conf"
+    secret = "s3cret with 'quotes', $dollars and\nnewlines"
+    plan.files.append(ManagedFile(str(target), f"head\npassphrase={late('borg/test')}\ntail {late('borg/other')}\n", mode="0600"))
+    script = converge_script(stack, "gateway", plan)
+    assert late_names(script) == ["borg/other", "borg/test"]
+    assert secret not in script and "s3cret" not in script
+    with pytest.raises(KeyError, match="borg/other"):
+        fill(script, {"borg/test": secret})
+    filled = fill(script, {"borg/test": secret, "borg/other": "key"})
+    assert "@@HYPHA_LATE" not in filled and late_names(filled) == []
+
+    # Run the script's own stage() on the file's heredoc: the staged bytes are the file with the values in.
+    stage_fn = filled[filled.index("stage() {"):]
+    stage_fn = stage_fn[: stage_fn.index("\n}\n") + 3]
+    start = filled.index(f"PIECES=1 stage ")
+    call = filled[start: filled.index("\nHYPHA_EOF\n", start) + len("\nHYPHA_EOF\n")]
+    (tmp_path / "stage").mkdir()
+    out = subprocess.run(
+        ["sh", "-euc", f'STAGE={tmp_path}/stage\n{stage_fn}{call}\ncat "$STAGE"/f*'],
+        capture_output=True, text=True, check=True,
+    )
+    assert out.stdout == f"head\npassphrase={secret}\ntail key\n"

@@ -1,0 +1,12 @@
+"""Proxmox image backups per stack (`pulumi_proxmoxve.backup.Job`) and the backup secrets Pulumi generates."""
+
+from __future__ import annotations
+
+import pulumi
+
+from spec.model import Stack
+
+
+def late_value(stack: Stack, name: str, opts: pulumi.ResourceOptions) -> pulumi.Output[str]:
+    """The value behind a `borg/...` placeholder (issue 5)."""
+    raise KeyError(f"late value {name!r} is not made yet")
