@@ -10,6 +10,7 @@ import pulumi_proxmoxve as pve  # noqa: E402
 
 from components.config import deploy_private_key, proxmox_api_token, stack_from_config  # noqa: E402
 from components.gateway import Gateway, GatewayArgs  # noqa: E402
+from components.backup import image_backups  # noqa: E402
 from components.late import late_values  # noqa: E402
 from components.host_bootstrap import HostBootstrap, HostBootstrapArgs  # noqa: E402
 from components.proxmox_vm import ProxmoxVm, ProxmoxVmArgs  # noqa: E402
@@ -43,6 +44,9 @@ vms = {derive.gateway_name(stack): gateway.vm}
 for name in sorted(stack.hosts):
     if name not in vms:
         vms[name] = ProxmoxVm(name, ProxmoxVmArgs(stack, name, pool.pool_id), with_provider)
+
+# Whole-VM images on the Proxmox side, besides borg inside the VMs.
+image_backups(stack, vms, with_provider)
 
 # Secrets and keys the scripts ask for by name, each made once (components/late.py).
 late = late_values(stack, [n for s in scripts.values() for n in late_names(s)], with_provider)

@@ -10,6 +10,11 @@ from .base import _Model
 from .errors import Problem
 
 
+def inbound_rules(stack, host: str) -> list:
+    """Firewall allow rules (spec.derive.Rule) this section adds to `host` (issue 5: borg over SSH from each client to the target)."""
+    return []
+
+
 class Database(_Model):
     engine: str = Field(description="Database engine; dumped by borgmatic's hook for it (`postgresql`, `mysql`).")
     name: str = Field(description="Database name (`all` for every database of the server).")

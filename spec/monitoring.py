@@ -8,6 +8,11 @@ from .base import _Model
 from .errors import Problem
 
 
+def inbound_rules(stack, host: str) -> list:
+    """Firewall allow rules (spec.derive.Rule) this section adds to `host` (issue 6: e.g. the UIs from the VPN)."""
+    return []
+
+
 class Monitoring(_Model):
     """Filled in by issue 6."""
 
