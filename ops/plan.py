@@ -2,7 +2,8 @@
 
     python -m ops.plan --stack prod [--json]
 
-Exit 0 when the plan is fine, 1 when the config is invalid, 2 when a node is over capacity.
+Exit 0 when the plan is fine, 1 when the config is invalid, 2 when a node is over capacity,
+3 when a policy whose level is mandatory (policy/config.<stack>.json) is violated.
 """
 
 from __future__ import annotations
@@ -45,6 +46,10 @@ def build_report(stack_name: str) -> dict[str, Any]:
     raw = read_stack_config(stack_name)
     stack = build_stack(raw, stack_name)
     run = run_stack(stack_name, raw=raw)
+    # The policy pack's verdicts on this very run, as `pulumi preview --policy-pack policy` gives them.
+    from .policy_check import evaluate
+
+    policies = evaluate(run, raw).as_dict()
     nodes = {}
     over = False
     for node, u in usage(stack.proxmox, stack.hosts).items():
@@ -76,6 +81,7 @@ def build_report(stack_name: str) -> dict[str, Any]:
         "ssh_logins": derive.login_people(stack),
         "ssh_jump": run.exports.get("ssh_jump"),
         "over_capacity": over,
+        "policies": policies,
         "seconds": round(time.perf_counter() - started, 3),
     }
     return report
@@ -104,6 +110,12 @@ def format_report(r: dict[str, Any]) -> str:
     for e in r["endpoints"] or [{"url": "(none)", "ipv4": None, "upstream": ""}]:
         lines.append(f"  {e['url']:<36} {e.get('ipv4') or 'VPN only':<15} -> {e['upstream']}")
     lines += ["", f"SSH logins: {', '.join(r['ssh_logins'])}", f"Jump: {r['ssh_jump']}"]
+    lines += ["", "Policies (policy/, levels from policy/config.<stack>.json)"]
+    for p in r["policies"]["policies"]:
+        lines.append(f"  {p['policy']:<40} {p['level']:<10} {p['status']}")
+        lines += [f"      {p['level'].upper()}: {v['message']}" for v in p["violations"]]
+    if not r["policies"]["passed"]:
+        lines.append("  FAILED: a mandatory policy is violated")
     return "\n".join(lines)
 
 
@@ -118,7 +130,9 @@ def main(argv: list[str] | None = None) -> int:
         print(exc, file=sys.stderr)
         return 1
     print(json.dumps(report, indent=2) if args.json else format_report(report))
-    return 2 if report["over_capacity"] else 0
+    if report["over_capacity"]:
+        return 2
+    return 3 if not report["policies"]["passed"] else 0
 
 
 if __name__ == "__main__":

@@ -1,0 +1,1 @@
+"""The CrossGuard policy pack: the co-op's agreed rules, checked on what the program registers."""
