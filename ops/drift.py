@@ -1,0 +1,325 @@
+"""Drift check: does every host still hold what render/ says it must? Read-only, all hosts in parallel.
+
+    python -m ops drift --stack prod [--key FILE] [--json] [--host NAME ...]
+
+For each host, one SSH session as the deploy user through the gateway (ops.remote.Session, like
+the converge) runs one read-only script under `sudo -n` that reports, for every managed file of
+the host's plan (render.host.host_plan): its sha256, mode, owner and group, and the content of
+those whose sha256 differs from the desired one (so only those travel, for a unified diff); the
+state of every managed unit; paths the plan says must be absent; and every authorized key on the
+host: each file in /etc/ssh/authorized_keys and each account's ~/.ssh/authorized_keys(2).
+
+Files holding late values (secrets, generated keys; `ManagedFile.late`) cannot be compared
+without those secrets, which this command never has: for them only existence, mode, owner and
+group are checked, and the report says so.
+
+The deploy key's private half: `--key FILE`, else the file named by HYPHA_DEPLOY_KEY_FILE, else
+the key itself in HYPHA_DEPLOY_KEY (how a CI secret arrives).
+
+Exit 0 when every host matches, 2 when anything drifted, 1 when a host could not be checked
+(the other hosts are still checked and reported) or the command was used wrongly.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import concurrent.futures
+import difflib
+import hashlib
+import json
+import os
+import shlex
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Optional
+
+from render.host import AUTHORIZED_KEYS_DIR, HostPlan, host_plan
+from spec import derive
+from spec.model import Stack
+
+from .remote import Session
+
+KEY_FILE_ENV = "HYPHA_DEPLOY_KEY_FILE"
+KEY_ENV = "HYPHA_DEPLOY_KEY"
+HOST_TIMEOUT = 60.0
+CLEAN, DRIFT, ERROR = 0, 2, 1
+
+# ROOT is empty on a host; the offline tests point it at a directory standing in for `/`.
+_PROBE_HEAD = r"""set -u
+export LC_ALL=C
+file_info() { # path wanted-sha256-or-late
+	if [ -e "$ROOT$1" ] || [ -L "$ROOT$1" ]; then
+		sum=$(sha256sum "$ROOT$1" | cut -d' ' -f1)
+		echo "F $sum $(stat -c '%a %U %G' "$ROOT$1") $1"
+		if [ "$2" != late ] && [ "$2" != "$sum" ]; then
+			printf 'C %s %s\n' "$(base64 -w0 "$ROOT$1")" "$1"
+		fi
+	else
+		echo "F - - - - $1"
+	fi
+}
+must_be_absent() { if [ -e "$ROOT$1" ] || [ -L "$ROOT$1" ]; then echo "A $1"; fi; }
+unit_state() { echo "U $(systemctl is-active "$1" 2>/dev/null | head -n1 || true) $1"; }
+key_file() { [ -f "$2" ] && printf '%s %s %s\n' "$1" "$(base64 -w0 "$2")" "${2#"$ROOT"}"; return 0; }
+"""
+_PROBE_TAIL = r"""for f in "$ROOT"/etc/ssh/authorized_keys/* "$ROOT"/etc/ssh/authorized_keys/.[!.]*; do key_file K "$f"; done
+getent passwd | cut -d: -f6 | sort -u | while IFS= read -r home; do
+	[ -n "$home" ] || continue
+	key_file H "$ROOT$home/.ssh/authorized_keys"
+	key_file H "$ROOT$home/.ssh/authorized_keys2"
+done
+echo END
+"""
+
+
+@dataclass
+class Finding:
+    kind: str
+    """file-changed, file-missing, file-metadata, unit-inactive, should-be-absent, unmanaged-key."""
+    path: str
+    detail: str
+    diff: str = ""
+
+
+@dataclass
+class HostReport:
+    host: str
+    status: str = "clean"
+    """clean, drift or error."""
+    error: str = ""
+    findings: list[Finding] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    checked_files: int = 0
+    seconds: float = 0.0
+
+
+@dataclass
+class Report:
+    stack: str
+    hosts: dict[str, HostReport]
+    seconds: float
+
+    @property
+    def exit_code(self) -> int:
+        states = {h.status for h in self.hosts.values()}
+        return ERROR if "error" in states else DRIFT if "drift" in states else CLEAN
+
+    @property
+    def status(self) -> str:
+        return {CLEAN: "clean", DRIFT: "drift", ERROR: "error"}[self.exit_code]
+
+    def as_dict(self) -> dict:
+        return {
+            "stack": self.stack,
+            "status": self.status,
+            "seconds": round(self.seconds, 3),
+            "hosts": {name: asdict(h) for name, h in sorted(self.hosts.items())},
+        }
+
+
+def probe_script(plan: HostPlan, root: str = "") -> str:
+    """The read-only script a host runs: desired sha256 per managed file ('late' for those with secrets)."""
+    lines = [f"ROOT={shlex.quote(root)}", _PROBE_HEAD]
+    for f in plan.files:
+        want = "late" if f.late else hashlib.sha256(f.content.encode()).hexdigest()
+        lines.append(f"file_info {shlex.quote(f.path)} {want}")
+    for path, _unit in plan.absent:
+        lines.append(f"must_be_absent {shlex.quote(path)}")
+    for unit in dict.fromkeys(plan.units):
+        lines.append(f"unit_state {shlex.quote(unit)}")
+    lines.append(_PROBE_TAIL)
+    return "\n".join(lines)
+
+
+def _decode(b64: str) -> str:
+    return base64.b64decode(b64).decode("utf-8", "replace")
+
+
+def compare(plan: HostPlan, output: str) -> HostReport:
+    """Findings from a host's probe output against its plan. Pure: the tests feed it output directly."""
+    report = HostReport(plan.host)
+    if not output.rstrip().endswith("END"):
+        report.status, report.error = "error", "the check script stopped before its end (no END line)"
+        return report
+    files = {f.path: f for f in plan.files}
+    live_meta: dict[str, tuple[str, str, str, str]] = {}
+    contents: dict[str, str] = {}
+    key_files: dict[str, str] = {}
+    home_keys: dict[str, str] = {}
+    for line in output.splitlines():
+        tag, _, rest = line.partition(" ")
+        if tag == "F":
+            sha, mode, owner, group, path = rest.split(" ", 4)
+            live_meta[path] = (sha, mode, owner, group)
+        elif tag == "C":
+            b64, path = rest.split(" ", 1)
+            contents[path] = _decode(b64)
+        elif tag == "A":
+            report.findings.append(Finding("should-be-absent", rest, "present, but the plan says it must not exist"))
+        elif tag == "U":
+            state, unit = rest.split(" ", 1) if " " in rest else ("", rest)
+            if state != "active":
+                report.findings.append(Finding("unit-inactive", unit, f"is {state or 'unknown'}, not active"))
+        elif tag == "K":
+            b64, path = rest.split(" ", 1)
+            key_files[path] = _decode(b64)
+        elif tag == "H":
+            b64, path = rest.split(" ", 1)
+            home_keys[path] = _decode(b64)
+    for path, f in files.items():
+        report.checked_files += 1
+        sha, mode, owner, group = live_meta.get(path, ("-", "-", "-", "-"))
+        if sha == "-":
+            report.findings.append(Finding("file-missing", path, "managed file is missing"))
+            continue
+        want_meta = (f.mode.lstrip("0") or "0", f.owner, f.group)
+        if (mode, owner, group) != want_meta:
+            report.findings.append(
+                Finding("file-metadata", path, f"is {mode} {owner}:{group}, should be {want_meta[0]} {f.owner}:{f.group}")
+            )
+        if f.late:
+            report.notes.append(f"{path}: holds late values ({', '.join(f.late)}); content not compared without secrets")
+            continue
+        if sha != hashlib.sha256(f.content.encode()).hexdigest():
+            live = contents.get(path, "")
+            diff = "".join(
+                difflib.unified_diff(
+                    f.content.splitlines(keepends=True), live.splitlines(keepends=True),
+                    fromfile=f"{path} (desired)", tofile=f"{path} (on {plan.host})",
+                )
+            )
+            report.findings.append(Finding("file-changed", path, "content differs from the rendered file", diff))
+    # Unmanaged access: key files nobody declared, lines added to declared ones, keys in home dirs.
+    for path, text in sorted(key_files.items()):
+        declared = files.get(path)
+        if declared is None:
+            keys = _key_lines(text)
+            report.findings.append(
+                Finding("unmanaged-key", path, f"key file not in the plan ({len(keys)} key(s): {_summary(keys)})")
+            )
+        else:
+            extra = [k for k in _key_lines(text) if k not in _key_lines(declared.content)]
+            if extra:
+                report.findings.append(Finding("unmanaged-key", path, f"{len(extra)} undeclared key line(s): {_summary(extra)}"))
+    for path, text in sorted(home_keys.items()):
+        keys = _key_lines(text)
+        if keys:
+            report.findings.append(
+                Finding("unmanaged-key", path, f"{len(keys)} key(s) in a home directory ({_summary(keys)}); "
+                        f"sshd reads only {AUTHORIZED_KEYS_DIR}%u, but nobody declared these")
+            )
+    if report.findings:
+        report.status = "drift"
+    return report
+
+
+def _key_lines(text: str) -> list[str]:
+    return [x.strip() for x in text.splitlines() if x.strip() and not x.strip().startswith("#")]
+
+
+def _summary(keys: list[str]) -> str:
+    """Key comments (or types), never whole keys: the report goes to CI logs."""
+    out = []
+    for k in keys[:5]:
+        parts = k.split()
+        i = next((n for n, p in enumerate(parts) if p.startswith(("ssh-", "ecdsa-", "sk-"))), None)
+        out.append(" ".join(parts[i + 2:]) or parts[i] if i is not None and len(parts) > i + 1 else "unparsable line")
+    return ", ".join(out) + (", …" if len(keys) > 5 else "")
+
+
+def check_host(stack: Stack, host: str, private_key: str, timeout: float = HOST_TIMEOUT) -> HostReport:
+    started = time.monotonic()
+    plan = host_plan(stack, host)
+    try:
+        with Session(stack, host, derive.DEPLOY_USER, private_key) as session:
+            result = session.run("sudo -n sh -s", stdin=probe_script(plan), timeout=timeout)
+    except Exception as exc:  # noqa: BLE001 - every failure is this host's error, never the others'
+        report = HostReport(host, status="error", error=_explain(stack, host, exc))
+    else:
+        if result.status != 0:
+            report = HostReport(host, status="error", error=f"check script exited {result.status}: {result.stderr.strip()[-300:]}")
+        else:
+            report = compare(plan, result.stdout)
+    report.seconds = round(time.monotonic() - started, 3)
+    return report
+
+
+def _explain(stack: Stack, host: str, exc: Exception) -> str:
+    gw = derive.gateway_name(stack)
+    where = derive.gateway_address(stack) if host == gw else f"{stack.hosts[host].lan_ip} through the gateway {derive.gateway_address(stack)}"
+    kind = type(exc).__name__
+    return f"unreachable: could not reach {host} at {where} ({kind}: {exc or 'no detail'})"
+
+
+def check(stack: Stack, private_key: str, hosts: Optional[list[str]] = None, workers: int = 32) -> Report:
+    """Every host (or those named) checked in parallel; one host's failure never stops another's check."""
+    started = time.monotonic()
+    names = sorted(hosts or stack.hosts)
+    with concurrent.futures.ThreadPoolExecutor(max(1, min(workers, len(names)))) as pool:
+        reports = dict(zip(names, pool.map(lambda h: check_host(stack, h, private_key), names)))
+    return Report(stack.site.stack, reports, time.monotonic() - started)
+
+
+def format_report(report: Report) -> str:
+    lines = [f"Drift check of stack {report.stack}: {report.status} ({len(report.hosts)} hosts, {report.seconds:.2f} s)"]
+    for name, h in sorted(report.hosts.items()):
+        lines.append(f"  {name:<12} {h.status:<6} {h.checked_files} files, {h.seconds:.2f} s")
+        if h.error:
+            lines.append(f"      ERROR: {h.error}")
+        for f in h.findings:
+            lines.append(f"      {f.kind}: {f.path}: {f.detail}")
+            lines += [f"        {d}" for d in f.diff.rstrip("\n").splitlines()]
+        for note in h.notes:
+            lines.append(f"      note: {note}")
+    return "\n".join(lines)
+
+
+def read_key(path: Optional[str]) -> str:
+    path = path or os.environ.get(KEY_FILE_ENV)
+    if path:
+        with open(path, encoding="utf-8") as fh:
+            return fh.read()
+    if os.environ.get(KEY_ENV):
+        return os.environ[KEY_ENV]
+    raise ValueError(f"no deploy key: pass --key FILE, or set {KEY_FILE_ENV} to a file or {KEY_ENV} to the key itself")
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    import yaml
+
+    from spec.errors import ConfigError
+    from spec.load import build_stack, load_stack
+
+    parser = argparse.ArgumentParser(prog="ops drift", description=__doc__.split("\n")[0])
+    parser.add_argument("--stack", required=True, help="stack name: Pulumi.<stack>.yaml")
+    parser.add_argument("--key", help=f"the deploy key's private half (default: ${KEY_FILE_ENV}, or ${KEY_ENV} itself)")
+    parser.add_argument("--host", action="append", help="check only this host (repeatable)")
+    parser.add_argument("--json", action="store_true", help="print the report as JSON")
+    parser.add_argument("--stack-file", help="read the stack config from this YAML file instead (labs)")
+    args = parser.parse_args(argv)
+    try:
+        if args.stack_file:
+            with open(args.stack_file, encoding="utf-8") as fh:
+                stack = build_stack(yaml.safe_load(fh), args.stack)
+        else:
+            stack = load_stack(args.stack)
+        key = read_key(args.key)
+    except (ConfigError, ValueError, OSError) as exc:
+        print(f"ops drift: {exc}", file=sys.stderr)
+        return ERROR
+    unknown = sorted(set(args.host or []) - set(stack.hosts))
+    if unknown:
+        print(f"ops drift: --host {', '.join(unknown)}: not a host of stack {args.stack}", file=sys.stderr)
+        return ERROR
+    report = check(stack, key, args.host)
+    print(json.dumps(report.as_dict(), indent=2) if args.json else format_report(report))
+    for name, h in sorted(report.hosts.items()):
+        if h.error:
+            print(f"ops drift: {name}: {h.error}", file=sys.stderr)
+    return report.exit_code
+
+
+if __name__ == "__main__":
+    sys.exit(main())
