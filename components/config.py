@@ -9,7 +9,11 @@ from spec.load import PROJECT, build_stack
 from spec.model import Stack
 
 # Project keys that are secrets: read as Pulumi secret Outputs below, never part of the model.
-SECRET_KEYS = ("deployPrivateKey",)
+SECRET_KEYS = (
+    "deployPrivateKey",
+    # Monitoring (components/monitoring.py): SMTP login, Matrix webhook URL, pve-exporter token, UI logins.
+    "alertSmtpPassword", "alertMatrixWebhookUrl", "pveExporterToken", "monitoringUiPasswordHashes",
+)
 
 
 def _project_keys() -> set[str]:

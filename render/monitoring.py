@@ -1,9 +1,432 @@
-"""The monitoring role: Prometheus, Alertmanager, blackbox_exporter and pve-exporter, targets from the catalog."""
+"""The monitoring role: Prometheus, Alertmanager, blackbox_exporter and pve-exporter, targets from the catalog.
+
+Decisions:
+- Every target comes from the catalog: node_exporter on every host, Prometheus, Alertmanager and
+  the exporters on the monitoring host, an HTTPS probe of every public service through the proxy,
+  an HTTP probe of every other service with a port, a DNS probe of each name server. Each carries
+  the labels `host`, `role` (the host's roles, comma-joined) and `stack`.
+- Public services are probed at the proxy's LAN address with the service's name as Host and SNI:
+  what members reach, without relying on hairpin NAT or on a resolver inside the LAN; the
+  certificate's expiry comes from the same probe. The link shortener's "/" is its 404 help page,
+  so that is what its probe expects; a UI behind the members' login must answer 401.
+- The pve-exporter comes from PyPI (Debian has none): the converge makes a venv in
+  /opt/prometheus-pve-exporter with the pinned release when it is missing or another release.
+- `ui: proxy` puts both UIs behind a login (exporter-toolkit's web config, bcrypt users): members'
+  hashes from the secret `monitoringUiPasswordHashes`, plus a `prometheus` user for Prometheus'
+  own scrapes and alert pushes.
+"""
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import hmac
+import json
+from typing import Optional
+
+import yaml
+
+from spec import derive
 from spec.model import Stack
+from spec.monitoring import (
+    ALERTMANAGER_PORT,
+    BLACKBOX_PORT,
+    PROMETHEUS_PORT,
+    PVE_EXPORTER_PORT,
+    Monitoring,
+    monitoring_host,
+    ui_services,
+)
+
+from . import metrics
+from .templates import render
+
+PACKAGES = ["prometheus", "prometheus-alertmanager", "prometheus-blackbox-exporter"]
+PROMETHEUS_UNIT = "prometheus"
+ALERTMANAGER_UNIT = "prometheus-alertmanager"
+BLACKBOX_UNIT = "prometheus-blackbox-exporter"
+PVE_UNIT = "prometheus-pve-exporter"
+
+CONFIG_DIR = "/etc/prometheus"
+PROMETHEUS_CONFIG = f"{CONFIG_DIR}/prometheus.yml"
+RULES_FILE = f"{CONFIG_DIR}/rules/hypha.rules.yml"
+ALERTMANAGER_CONFIG = f"{CONFIG_DIR}/alertmanager.yml"
+BLACKBOX_CONFIG = f"{CONFIG_DIR}/blackbox.yml"
+WEB_CONFIG = f"{CONFIG_DIR}/web.yml"
+SCRAPE_PASSWORD_FILE = f"{CONFIG_DIR}/scrape.password"
+PVE_CONFIG = f"{CONFIG_DIR}/pve.yml"
+PVE_UNIT_FILE = f"/etc/systemd/system/{PVE_UNIT}.service"
+PVE_VENV = "/opt/prometheus-pve-exporter"
+ALERTMANAGER_STORAGE = "/var/lib/prometheus/alertmanager"
+SCRAPE_USER = "prometheus"
+
+# Late values (render.host.late) this role asks for; components/monitoring.py makes them.
+LATE_SMTP_PASSWORD = "monitoring/smtp-password"
+LATE_MATRIX_URL = "monitoring/matrix-url"
+LATE_PVE_TOKEN = "monitoring/pve-token"
+LATE_WEB_USERS = "monitoring/web-users"
+LATE_SCRAPE_PASSWORD = "monitoring/scrape-password"
+
+# Alert thresholds. Backups run daily: 26 h leaves two hours of slack before a missed run pages.
+BACKUP_MAX_AGE_HOURS = 26
+DRILL_MAX_AGE_HOURS = 26
+CERT_MIN_DAYS = 14
+CPU_BUSY_RATIO = 0.9
+MEMORY_AVAILABLE_MIN_RATIO = 0.10
+DISK_FREE_MIN_RATIO = 0.10
+INODES_FREE_MIN_RATIO = 0.10
+DISK_WRITE_BYTES_PER_S = 50 * 1024 * 1024
+# Alerts that an instance being down makes pointless: its probes cannot succeed either.
+PROBE_ALERTS = ("ProbeFailing", "CertificateExpiringSoon")
+
+
+def yaml_scalar(value: str) -> str:
+    """A string as a YAML scalar (JSON's quoting is valid YAML): how a late value goes into a YAML file."""
+    return json.dumps(value)
+
+
+def _labels(stack: Stack, host: str, **extra) -> dict:
+    return {"host": host, "role": ",".join(sorted(stack.hosts[host].roles)) or "none", "stack": stack.site.stack, **extra}
+
+
+def _node_labels(stack: Stack, host: str) -> dict:
+    # A proxy's own `proxy` label lets its being down silence the probes behind it (alertmanager.yml).
+    extra = {"proxy": host} if "reverse_proxy" in stack.hosts[host].roles else {}
+    return _labels(stack, host, **extra)
+
+
+def scrape_jobs(stack: Stack, mon: Monitoring) -> list[dict]:
+    """Prometheus' scrape_configs, every target from the catalog."""
+    host = monitoring_host(stack)
+    lan = str(stack.hosts[host].lan_ip)
+    auth = _scrape_auth(mon)
+    jobs = [
+        {
+            "job_name": "node",
+            "static_configs": [
+                {"targets": [f"{h.lan_ip}:{derive.NODE_EXPORTER_PORT}"], "labels": _node_labels(stack, name)}
+                for name, h in sorted(stack.hosts.items())
+            ],
+        },
+        {"job_name": "prometheus", **auth, "static_configs": [{"targets": [f"{lan}:{PROMETHEUS_PORT}"], "labels": _labels(stack, host)}]},
+        {"job_name": "alertmanager", **auth, "static_configs": [{"targets": [f"{lan}:{ALERTMANAGER_PORT}"], "labels": _labels(stack, host)}]},
+        {"job_name": "blackbox", "static_configs": [{"targets": [f"127.0.0.1:{BLACKBOX_PORT}"], "labels": _labels(stack, host)}]},
+    ]
+    http = http_probes(stack, mon)
+    if http:
+        jobs.append(_probe_job("probe_http", http))
+    dns = dns_probes(stack)
+    if dns:
+        jobs.append(_probe_job("probe_dns", dns))
+    if mon.pve_exporter is not None:
+        api_host = stack.proxmox.endpoint.split("//", 1)[1].split("/", 1)[0].rsplit(":", 1)[0]
+        jobs.append(
+            {
+                "job_name": "pve",
+                "metrics_path": "/pve",
+                "params": {"target": [api_host], "cluster": ["1"], "node": ["1"]},
+                "static_configs": [
+                    {
+                        "targets": [f"127.0.0.1:{PVE_EXPORTER_PORT}"],
+                        "labels": {"host": api_host, "role": "proxmox", "stack": stack.site.stack},
+                    }
+                ],
+            }
+        )
+    return jobs
+
+
+def _scrape_auth(mon: Monitoring) -> dict:
+    if mon.ui != "proxy":
+        return {}
+    return {"basic_auth": {"username": SCRAPE_USER, "password_file": SCRAPE_PASSWORD_FILE}}
+
+
+def _probe_job(name: str, probes: list[dict]) -> dict:
+    """One job for many probes: each target names its blackbox module and its human-readable URL."""
+    return {
+        "job_name": name,
+        "metrics_path": "/probe",
+        "static_configs": [
+            {"targets": [p["target"]], "labels": {**p["labels"], "module": p["module"], "url": p["url"]}} for p in probes
+        ],
+        "relabel_configs": [
+            {"source_labels": ["__address__"], "target_label": "__param_target"},
+            {"source_labels": ["module"], "target_label": "__param_module"},
+            {"source_labels": ["url"], "target_label": "instance"},
+            {"target_label": "__address__", "replacement": f"127.0.0.1:{BLACKBOX_PORT}"},
+        ],
+    }
+
+
+def http_probes(stack: Stack, mon: Monitoring) -> list[dict]:
+    """A probe per service: public ones over HTTPS through the proxy, others straight to their port."""
+    proxies = derive.hosts_with_role(stack, "reverse_proxy")
+    guarded = set(ui_services(stack).values()) if mon.ui == "proxy" else set()
+    out = []
+    for name, svc in sorted(stack.services.items()):
+        if svc.public and proxies and svc.domains:
+            proxy = proxies[0]
+            out.append(
+                {
+                    "module": f"https_{name}",
+                    "target": f"https://{stack.hosts[proxy].lan_ip}{svc.health_path}",
+                    "url": f"https://{svc.domains[0]}{svc.health_path}",
+                    "labels": _labels(stack, svc.host, service=name, proxy=proxy),
+                    "domain": svc.domains[0],
+                    "expect": "401" if name in guarded else "404" if svc.shortlinks else "2xx",
+                }
+            )
+        elif svc.port is not None and not svc.public:
+            url = f"http://{stack.hosts[svc.host].lan_ip}:{svc.port}{svc.health_path}"
+            out.append(
+                {
+                    "module": "http_2xx",
+                    "target": url,
+                    "url": url,
+                    "labels": _labels(stack, svc.host, service=name),
+                    "expect": "2xx",
+                }
+            )
+    return out
+
+
+def dns_probes(stack: Stack) -> list[dict]:
+    """The zone's SOA asked of each name server host, when the stack has a zone."""
+    if stack.dns is None:
+        return []
+    return [
+        {
+            "module": "dns_soa",
+            "target": f"{stack.hosts[h].lan_ip}:53",
+            "url": f"dns://{stack.hosts[h].lan_ip}/{stack.site.domain}",
+            "labels": _labels(stack, h, service="dns"),
+        }
+        for h in derive.hosts_with_role(stack, "dns")
+    ]
+
+
+def external_url(stack: Stack, mon: Monitoring, ui: str) -> str:
+    """Where members open a UI: its public name with `ui: proxy`, else the LAN address (over the VPN)."""
+    if mon.ui == "proxy":
+        svc = stack.services[ui_services(stack)[ui]]
+        return f"https://{svc.domains[0]}/"
+    port = PROMETHEUS_PORT if ui == "prometheus" else ALERTMANAGER_PORT
+    return f"http://{stack.hosts[monitoring_host(stack)].lan_ip}:{port}/"
+
+
+def prometheus_config(stack: Stack, mon: Monitoring) -> str:
+    host = monitoring_host(stack)
+    return render(
+        "monitoring/prometheus.yml.j2",
+        interval=mon.scrape_interval,
+        rules=RULES_FILE,
+        alertmanager=f"{stack.hosts[host].lan_ip}:{ALERTMANAGER_PORT}",
+        alertmanager_auth=_scrape_auth(mon).get("basic_auth"),
+        jobs=_yaml_list(scrape_jobs(stack, mon), indent=2),
+    )
+
+
+class _NoAliases(yaml.SafeDumper):
+    """Writes a repeated value out each time: `&id001`/`*id001` would puzzle the people reading the file."""
+
+    def ignore_aliases(self, data) -> bool:
+        return True
+
+
+def _yaml_list(items: list, indent: int) -> str:
+    """A YAML block list, indented to sit under a key; key order kept (byte-stable output)."""
+    text = yaml.dump(items, Dumper=_NoAliases, sort_keys=False, default_flow_style=False, width=1000)
+    return "\n".join(" " * indent + line if line else line for line in text.rstrip("\n").split("\n"))
+
+
+def rules(stack: Stack) -> str:
+    """The alert rules (the same for every stack; thresholds above)."""
+    return render(
+        "monitoring/rules.yml.j2",
+        m=metrics,
+        backup_max_age=BACKUP_MAX_AGE_HOURS * 3600,
+        backup_hours=BACKUP_MAX_AGE_HOURS,
+        drill_max_age=DRILL_MAX_AGE_HOURS * 3600,
+        drill_hours=DRILL_MAX_AGE_HOURS,
+        cert_min_seconds=CERT_MIN_DAYS * 86400,
+        cert_days=CERT_MIN_DAYS,
+        cpu=CPU_BUSY_RATIO,
+        memory=MEMORY_AVAILABLE_MIN_RATIO,
+        disk=DISK_FREE_MIN_RATIO,
+        inodes=INODES_FREE_MIN_RATIO,
+        writes=DISK_WRITE_BYTES_PER_S,
+        writes_mib=DISK_WRITE_BYTES_PER_S // (1024 * 1024),
+    )
+
+
+def alertmanager_config(stack: Stack, mon: Monitoring) -> str:
+    from .host import late
+
+    email = mon.email
+    matrix_url: Optional[str] = None
+    if mon.matrix is not None:
+        matrix_url = late(LATE_MATRIX_URL) if mon.matrix.url_secret else yaml_scalar(mon.matrix.url)
+    return render(
+        "monitoring/alertmanager.yml.j2",
+        mon=mon,
+        email=email,
+        smtp_password=late(LATE_SMTP_PASSWORD) if email and email.username else None,
+        matrix_url=matrix_url,
+        probe_alerts="|".join(PROBE_ALERTS),
+        tojson=json.dumps,
+    )
+
+
+def blackbox_config(stack: Stack, mon: Monitoring) -> str:
+    https = [p for p in http_probes(stack, mon) if p["module"].startswith("https_")]
+    zone = stack.site.domain if stack.dns is not None else None
+    return render("monitoring/blackbox.yml.j2", https=https, verify=mon.verify_certificates, zone=zone)
+
+
+def prometheus_args(stack: Stack, mon: Monitoring) -> str:
+    host = monitoring_host(stack)
+    args = [
+        f"--config.file={PROMETHEUS_CONFIG}",
+        "--storage.tsdb.path=/var/lib/prometheus/metrics2/",
+        f"--storage.tsdb.retention.time={mon.retention}",
+        f"--web.listen-address={stack.hosts[host].lan_ip}:{PROMETHEUS_PORT}",
+        f"--web.external-url={external_url(stack, mon, 'prometheus')}",
+    ]
+    if mon.ui == "proxy":
+        args.append(f"--web.config.file={WEB_CONFIG}")
+    return render("monitoring/default.j2", daemon="Prometheus", args=" ".join(args))
+
+
+def alertmanager_args(stack: Stack, mon: Monitoring) -> str:
+    host = monitoring_host(stack)
+    args = [
+        f"--config.file={ALERTMANAGER_CONFIG}",
+        f"--storage.path={ALERTMANAGER_STORAGE}",
+        f"--web.listen-address={stack.hosts[host].lan_ip}:{ALERTMANAGER_PORT}",
+        f"--web.external-url={external_url(stack, mon, 'alertmanager')}",
+        # One Alertmanager: no gossip port (9094) to open or to leave listening.
+        "--cluster.listen-address=",
+    ]
+    if mon.ui == "proxy":
+        args.append(f"--web.config.file={WEB_CONFIG}")
+    return render("monitoring/default.j2", daemon="Alertmanager", args=" ".join(args))
+
+
+def blackbox_args() -> str:
+    args = f"--config.file={BLACKBOX_CONFIG} --web.listen-address=127.0.0.1:{BLACKBOX_PORT}"
+    return render("monitoring/default.j2", daemon="blackbox_exporter", args=args)
+
+
+def pve_install_step(mon: Monitoring) -> str:
+    """Shell: the pinned pve-exporter in its venv, made only when missing or another release."""
+    version = mon.pve_exporter.version
+    marker = f"{PVE_VENV}/hypha-release"
+    return (
+        f'if [ "$(cat {marker} 2>/dev/null)" != {version} ] || [ ! -x {PVE_VENV}/bin/pve_exporter ]; then\n'
+        f"\trm -rf {PVE_VENV}\n"
+        f"\tpython3 -m venv {PVE_VENV}\n"
+        f"\t{PVE_VENV}/bin/pip install -q --disable-pip-version-check prometheus-pve-exporter=={version}\n"
+        # Written last: a run cut short before here builds the venv again.
+        f"\techo {version} >{marker}\n"
+        f'\techo "restart {PVE_UNIT}" >>"$STAGE/units"\n'
+        f'\tlog "installed prometheus-pve-exporter {version} in {PVE_VENV}"\n'
+        f"fi"
+    )
+
+
+def monitoring_files(stack: Stack, mon: Monitoring) -> list:
+    """The files the monitoring role adds to its host (render.host.ManagedFile)."""
+    from .host import ManagedFile, late
+
+    secret = dict(mode="0640", owner="root", group="prometheus")
+    files = [
+        ManagedFile(PROMETHEUS_CONFIG, prometheus_config(stack, mon), unit=PROMETHEUS_UNIT, check="promtool-config"),
+        ManagedFile(RULES_FILE, rules(stack), unit=PROMETHEUS_UNIT, check="promtool-rules"),
+        ManagedFile(
+            "/etc/default/prometheus", prometheus_args(stack, mon), unit=PROMETHEUS_UNIT, action="restart", check="shell"
+        ),
+        ManagedFile(ALERTMANAGER_CONFIG, alertmanager_config(stack, mon), unit=ALERTMANAGER_UNIT, check="amtool", **secret),
+        ManagedFile(
+            "/etc/default/prometheus-alertmanager",
+            alertmanager_args(stack, mon),
+            unit=ALERTMANAGER_UNIT,
+            action="restart",
+            check="shell",
+        ),
+        ManagedFile(BLACKBOX_CONFIG, blackbox_config(stack, mon), unit=BLACKBOX_UNIT, check="blackbox"),
+        ManagedFile(
+            "/etc/default/prometheus-blackbox-exporter", blackbox_args(), unit=BLACKBOX_UNIT, action="restart", check="shell"
+        ),
+    ]
+    if mon.ui == "proxy":
+        files += [
+            # Read on every request by both daemons: a changed login needs no restart.
+            ManagedFile(WEB_CONFIG, render("monitoring/web.yml.j2", users=late(LATE_WEB_USERS)), check="promtool-web", **secret),
+            ManagedFile(SCRAPE_PASSWORD_FILE, late(LATE_SCRAPE_PASSWORD), unit=PROMETHEUS_UNIT, **secret),
+        ]
+    if mon.pve_exporter is not None:
+        pve = mon.pve_exporter
+        files += [
+            ManagedFile(
+                PVE_CONFIG,
+                render("monitoring/pve.yml.j2", pve=pve, token=late(LATE_PVE_TOKEN), verify=not stack.proxmox.insecure),
+                unit=PVE_UNIT,
+                action="restart",
+                **secret,
+            ),
+            ManagedFile(
+                PVE_UNIT_FILE,
+                render("monitoring/pve-exporter.service.j2", venv=PVE_VENV, config=PVE_CONFIG, port=PVE_EXPORTER_PORT),
+                unit=PVE_UNIT,
+                action="restart",
+            ),
+        ]
+    return files
 
 
 def monitoring(stack: Stack, host: str, plan) -> None:
-    """Issue 6."""
+    """The monitoring role's files, packages and units; nothing while the stack has no `monitoring` section."""
+    mon = stack.monitoring
+    if mon is None:
+        return
+    plan.files += monitoring_files(stack, mon)
+    plan.packages += PACKAGES
+    plan.units += [PROMETHEUS_UNIT, ALERTMANAGER_UNIT, BLACKBOX_UNIT]
+    if mon.pve_exporter is not None:
+        plan.packages += ["python3-venv"]
+        plan.units += [PVE_UNIT]
+        plan.prepare.append(pve_install_step(mon))
+
+
+# --- the values behind the late placeholders, pure so the lab and the program make them alike -------
+
+
+def _bcrypt_salt(key: bytes, user: str) -> bytes:
+    """A salt derived from the secret: the same secret gives the same file, so an unchanged secret
+    does not re-run the converge on every `pulumi up`."""
+    alphabet = b"./ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789"
+    digest = hmac.new(key, f"bcrypt-salt:{user}".encode(), hashlib.sha256).digest()
+    chars = bytes(alphabet[b % 64] for b in digest[:21]) + bytes([alphabet[(digest[21] % 4) * 16]])
+    return b"$2b$10$" + chars
+
+
+def scrape_password(ui_password_hashes: str) -> str:
+    """Prometheus' own password (its scrapes of itself and Alertmanager, its alert pushes), derived
+    from the members' hashes secret: no further secret to keep, and it changes when that one does."""
+    digest = hmac.new(ui_password_hashes.encode(), b"hypha-infra prometheus scrape password", hashlib.sha256).digest()
+    return base64.urlsafe_b64encode(digest).decode().rstrip("=")
+
+
+def web_users(stack: Stack, ui_password_hashes: str) -> str:
+    """The `basic_auth_users` entries: every person of the stack's access lists who has a hash in the
+    secret (a JSON map login -> bcrypt hash, from `htpasswd -nbBC 10 ''`), plus Prometheus itself."""
+    import bcrypt
+
+    hashes = json.loads(ui_password_hashes)
+    members = sorted(set(stack.access.admins) | set(stack.access.members))
+    lines = [f"  {name}: {yaml_scalar(hashes[name])}" for name in members if name in hashes]
+    password = scrape_password(ui_password_hashes)
+    own = bcrypt.hashpw(password.encode(), _bcrypt_salt(ui_password_hashes.encode(), SCRAPE_USER)).decode()
+    lines.append(f"  {SCRAPE_USER}: {yaml_scalar(own)}")
+    return "\n".join(lines) + "\n"

@@ -2,21 +2,177 @@
 
 from __future__ import annotations
 
-from pydantic import Field
+import re
+from typing import Literal, Optional
+
+from pydantic import Field, field_validator
 
 from .base import _Model
 from .errors import Problem
 
+# Where the monitoring host's daemons listen. Prometheus and Alertmanager on its LAN address (the
+# UIs, and the proxy in front of them), the exporters only on loopback (Prometheus asks them).
+PROMETHEUS_PORT = 9090
+ALERTMANAGER_PORT = 9093
+BLACKBOX_PORT = 9115
+PVE_EXPORTER_PORT = 9221
+
+
+def monitoring_host(stack) -> Optional[str]:
+    """The host with role `monitoring` (check_monitoring allows one), or None."""
+    names = sorted(n for n, h in stack.hosts.items() if "monitoring" in h.roles)
+    return names[0] if names else None
+
+
+def ui_services(stack) -> dict[str, Optional[str]]:
+    """`prometheus`/`alertmanager` to the catalog service that publishes that UI (its port, on the
+    monitoring host), or None. Only public ones count: they are what the proxy serves."""
+    host = monitoring_host(stack)
+    out: dict[str, Optional[str]] = {}
+    for ui, port in (("prometheus", PROMETHEUS_PORT), ("alertmanager", ALERTMANAGER_PORT)):
+        out[ui] = next(
+            (n for n, s in sorted(stack.services.items()) if s.host == host and s.port == port and s.public), None
+        )
+    return out
+
 
 def inbound_rules(stack, host: str) -> list:
-    """Firewall allow rules (spec.derive.Rule) this section adds to `host` (issue 6: e.g. the UIs from the VPN)."""
-    return []
+    """Firewall allow rules (spec.derive.Rule) this section adds to `host`: with `ui: vpn`, the
+    Prometheus and Alertmanager UIs from the gateway, which is where VPN traffic enters the LAN (it
+    masquerades members' devices to its LAN address). With `ui: proxy` the catalog's public
+    services open those ports to the proxy instead (spec.derive)."""
+    from .derive import Rule, gateway
+
+    mon = stack.monitoring
+    if mon is None or mon.ui != "vpn" or host != monitoring_host(stack) or "gateway" in stack.hosts[host].roles:
+        return []
+    source = f"{gateway(stack).lan_ip}/32"
+    return [
+        Rule("tcp", PROMETHEUS_PORT, source, "prometheus ui from the vpn (via the gateway)"),
+        Rule("tcp", ALERTMANAGER_PORT, source, "alertmanager ui from the vpn (via the gateway)"),
+    ]
+
+
+_DURATION = re.compile(r"^[0-9]+(ms|s|m|h|d)$")
+
+
+def _duration(v: str) -> str:
+    if not _DURATION.match(v):
+        raise ValueError(f"{v!r} is not a duration such as 30s, 5m or 4h")
+    return v
+
+
+class Email(_Model):
+    to: list[str] = Field(min_length=1, description="Addresses alerts are mailed to.")
+    sender: str = Field(description="The From address of alert mail, e.g. `alerts@hypha.coop`.")
+    smarthost: str = Field(description="SMTP server as `host:port` (587 with STARTTLS, as most providers).")
+    username: Optional[str] = Field(
+        default=None,
+        description="SMTP login; its password is the secret `alertSmtpPassword`. None: the server takes mail unauthenticated.",
+    )
+    require_tls: bool = Field(default=True, description="Refuse to send without STARTTLS.")
+
+    @field_validator("smarthost")
+    @classmethod
+    def _hostport(cls, v: str) -> str:
+        if not re.match(r"^[A-Za-z0-9.-]+:[0-9]{1,5}$", v):
+            raise ValueError(f"{v!r} is not host:port (e.g. smtp.example.org:587)")
+        return v
+
+    @field_validator("to")
+    @classmethod
+    def _addresses(cls, v: list[str]) -> list[str]:
+        for a in v:
+            if not re.match(r"^[^@\s]+@[^@\s]+\.[^@\s]+$", a):
+                raise ValueError(f"{a!r} is not an email address")
+        return v
+
+
+class Matrix(_Model):
+    url: Optional[str] = Field(
+        default=None,
+        description="Webhook URL Alertmanager posts to (a Matrix bridge such as hookshot or matrix-alertmanager-receiver).",
+    )
+    url_secret: bool = Field(
+        default=False,
+        description="Read the URL from the secret `alertMatrixWebhookUrl` instead (for URLs that carry a token).",
+    )
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, v: Optional[str]) -> Optional[str]:
+        if v is not None and not re.match(r"^https?://[^/\s]+(/\S*)?$", v):
+            raise ValueError(f"{v!r} is not an http(s) URL")
+        return v
+
+
+class PveExporter(_Model):
+    user: str = Field(default="prometheus@pve", description="Proxmox user of the API token (give it the PVEAuditor role).")
+    token_name: str = Field(
+        default="monitoring", description="Name of that user's API token; its value is the secret `pveExporterToken`."
+    )
+    version: str = Field(default="3.10.2", description="prometheus-pve-exporter release pip installs into /opt/prometheus-pve-exporter.")
+
+    @field_validator("version")
+    @classmethod
+    def _version(cls, v: str) -> str:
+        if not re.match(r"^[0-9]+(\.[0-9]+)*$", v):
+            raise ValueError(f"{v!r} is not a release number such as 3.10.2")
+        return v
 
 
 class Monitoring(_Model):
-    """Filled in by issue 6."""
+    scrape_interval: str = Field(default="30s", description="How often Prometheus scrapes and evaluates alert rules.")
+    retention: str = Field(default="30d", description="How long Prometheus keeps samples.")
+    ui: Literal["vpn", "proxy"] = Field(
+        default="vpn",
+        description=(
+            "How members reach the Prometheus and Alertmanager UIs: `vpn` (the LAN address, from the VPN only) or "
+            "`proxy` (public services on the monitoring host, ports 9090 and 9093, behind a login: the secret "
+            "`monitoringUiPasswordHashes`, bcrypt hash per person)."
+        ),
+    )
+    verify_certificates: bool = Field(
+        default=True,
+        description="Probes fail on a certificate the system does not trust (false for ACME staging certificates).",
+    )
+    email: Optional[Email] = Field(default=None, description="Alert mail (critical alerts).")
+    matrix: Optional[Matrix] = Field(default=None, description="Alerts to a Matrix room through a webhook (every alert).")
+    group_wait: str = Field(default="30s", description="How long Alertmanager gathers alerts of a new group before notifying.")
+    group_interval: str = Field(default="5m", description="Wait before notifying about new alerts in a group already notified.")
+    repeat_interval: str = Field(default="4h", description="Repeat a still-firing alert after this long.")
+    pve_exporter: Optional[PveExporter] = Field(
+        default=None, description="Proxmox node metrics through prometheus-pve-exporter (from PyPI); none: not scraped."
+    )
+
+    _durations = field_validator("scrape_interval", "retention", "group_wait", "group_interval", "repeat_interval")(
+        _duration
+    )
 
 
 def check_monitoring(monitoring, site, hosts, services, people) -> list[Problem]:
-    """Cross-field checks of the monitoring section against the catalog (issue 6)."""
-    return []
+    """Cross-field checks of the monitoring section against the catalog."""
+    out: list[Problem] = []
+    add = lambda path, msg: out.append(Problem(path, msg))  # noqa: E731
+    mon_hosts = sorted(n for n, h in hosts.items() if "monitoring" in h.roles)
+    if len(mon_hosts) > 1:
+        add("hosts", f"{len(mon_hosts)} hosts have role `monitoring` ({', '.join(mon_hosts)}); one Prometheus watches the stack, keep the role on one")
+    if monitoring is None:
+        return out
+    if not mon_hosts:
+        add("monitoring", "is set but no host has role `monitoring`; add the role to a host (or remove the section)")
+        return out
+    if monitoring.email is None and monitoring.matrix is None:
+        add("monitoring", "has no receiver, so alerts would reach nobody; add monitoring.email and/or monitoring.matrix")
+    if monitoring.matrix is not None and (monitoring.matrix.url is None) == (not monitoring.matrix.url_secret):
+        add("monitoring.matrix", "needs exactly one of `url` and `url_secret: true` (the secret alertMatrixWebhookUrl)")
+    if monitoring.ui == "proxy":
+        host = mon_hosts[0]
+        for ui, port in (("prometheus", PROMETHEUS_PORT), ("alertmanager", ALERTMANAGER_PORT)):
+            if not any(s.host == host and s.port == port and s.public for s in services.values()):
+                add(
+                    "monitoring.ui",
+                    f"is `proxy` but no public service publishes the {ui} UI; add services.{ui} "
+                    f"{{host: {host}, port: {port}, public: true, domains: [<name>]}} or set ui: vpn",
+                )
+    return out
