@@ -61,7 +61,6 @@ file_info() { # path wanted-sha256-or-late
 	fi
 }
 must_be_absent() { if [ -e "$ROOT$1" ] || [ -L "$ROOT$1" ]; then echo "A $1"; fi; }
-unit_state() { echo "U $(systemctl is-active "$1" 2>/dev/null | head -n1 || true) $1"; }
 key_file() { [ -f "$2" ] && printf '%s %s %s\n' "$1" "$(base64 -w0 "$2")" "${2#"$ROOT"}"; return 0; }
 """
 _PROBE_TAIL = r"""for f in "$ROOT"/etc/ssh/authorized_keys/* "$ROOT"/etc/ssh/authorized_keys/.[!.]*; do key_file K "$f"; done
@@ -127,8 +126,13 @@ def probe_script(plan: HostPlan, root: str = "") -> str:
         lines.append(f"file_info {shlex.quote(f.path)} {want}")
     for path, _unit in plan.absent:
         lines.append(f"must_be_absent {shlex.quote(path)}")
-    for unit in dict.fromkeys(plan.units):
-        lines.append(f"unit_state {shlex.quote(unit)}")
+    units = list(dict.fromkeys(plan.units))
+    if units:
+        # One block per unit, in argument order, blank-line separated.
+        lines.append(
+            f"systemctl show -p ActiveState -p ConditionResult {' '.join(shlex.quote(u) for u in units)} 2>/dev/null"
+            " | sed 's/^/U /'"
+        )
     lines.append(_PROBE_TAIL)
     return "\n".join(lines)
 
@@ -148,6 +152,7 @@ def compare(plan: HostPlan, output: str) -> HostReport:
     contents: dict[str, str] = {}
     key_files: dict[str, str] = {}
     home_keys: dict[str, str] = {}
+    unit_blocks: list[dict[str, str]] = [{}]
     for line in output.splitlines():
         tag, _, rest = line.partition(" ")
         if tag == "F":
@@ -159,15 +164,29 @@ def compare(plan: HostPlan, output: str) -> HostReport:
         elif tag == "A":
             report.findings.append(Finding("should-be-absent", rest, "present, but the plan says it must not exist"))
         elif tag == "U":
-            state, unit = rest.split(" ", 1) if " " in rest else ("", rest)
-            if state != "active":
-                report.findings.append(Finding("unit-inactive", unit, f"is {state or 'unknown'}, not active"))
+            if not rest.strip():
+                unit_blocks.append({})
+            else:
+                key, _, value = rest.partition("=")
+                unit_blocks[-1][key] = value
         elif tag == "K":
             b64, path = rest.split(" ", 1)
             key_files[path] = _decode(b64)
         elif tag == "H":
             b64, path = rest.split(" ", 1)
             home_keys[path] = _decode(b64)
+    units = list(dict.fromkeys(plan.units))
+    blocks = [b for b in unit_blocks if b]
+    for i, unit in enumerate(units):
+        props = blocks[i] if i < len(blocks) else {}
+        state = props.get("ActiveState", "unknown")
+        if state == "active":
+            continue
+        if props.get("ConditionResult") == "no":
+            # systemd skipped it on purpose (e.g. timesyncd in a container): not drift, but said.
+            report.notes.append(f"{unit}: {state}, its start condition does not hold on this host")
+        else:
+            report.findings.append(Finding("unit-inactive", unit, f"is {state}, not active"))
     for path, f in files.items():
         report.checked_files += 1
         sha, mode, owner, group = live_meta.get(path, ("-", "-", "-", "-"))

@@ -126,12 +126,14 @@ def test_a_path_the_plan_wants_gone_is_drift(tmp_path):
     assert ("should-be-absent", "/etc/nginx/sites-enabled/default") in kinds(probe(root, p))
 
 
-def test_an_inactive_managed_unit_is_drift(plan):
-    plan.units = ["ssh"]
-    out = "U failed ssh\nEND\n"
-    found = [(f.kind, f.path, f.detail) for f in compare(plan, "".join(
-        f"F - - - - {f.path}\n" for f in []) + out).findings if f.kind == "unit-inactive"]
-    assert found == [("unit-inactive", "ssh", "is failed, not active")]
+def test_an_inactive_managed_unit_is_drift_unless_systemd_skipped_it(plan):
+    plan.files = []
+    plan.units = ["ssh", "systemd-timesyncd", "nftables"]
+    # `systemctl show -p ActiveState -p ConditionResult` blocks, in argument order, as the probe prints them.
+    out = "U ActiveState=failed\nU ConditionResult=yes\nU \nU ActiveState=inactive\nU ConditionResult=no\nU \nU ActiveState=active\nU ConditionResult=yes\nEND\n"
+    report = compare(plan, out)
+    assert [(f.kind, f.path, f.detail) for f in report.findings] == [("unit-inactive", "ssh", "is failed, not active")]
+    assert report.notes == ["systemd-timesyncd: inactive, its start condition does not hold on this host"]
 
 
 def test_a_probe_cut_short_is_an_error_not_a_clean_host(plan):

@@ -1,0 +1,111 @@
+"""Host tier: `ops drift` against lab hosts converged as prod, through the gateway, as the daily job runs it."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+import yaml
+
+from ops import drift
+from ops.lab import Lab, available, layout
+from ops.labstack import LabStack, boot_and_converge, lab_stack
+from render.host import host_plan
+
+HOSTS = ("gw", "h1", "h2")
+FRONT = "10.213.90.0/24"
+LAN = "10.213.91.0/24"
+VPN = "10.213.92.0/24"
+JOURNALD = "/etc/systemd/journald.conf.d/50-hypha.conf"
+
+
+class Ctx:
+    def __init__(self, lab: Lab, ls: LabStack, stack_file, key_file):
+        self.lab, self.ls, self.stack_file, self.key_file = lab, ls, stack_file, key_file
+
+    def drift(self, capsys, *extra: str) -> tuple[int, dict, str]:
+        """`python -m ops drift` as a person runs it; (exit code, JSON report, stderr)."""
+        capsys.readouterr()
+        code = drift.main(["--stack", "prod", "--stack-file", str(self.stack_file), "--key", str(self.key_file), "--json", *extra])
+        out = capsys.readouterr()
+        return code, json.loads(out.out), out.err
+
+    def desired(self, host: str, path: str) -> str:
+        return next(f.content for f in host_plan(self.ls.stack, host).files if f.path == path)
+
+
+@pytest.fixture(scope="module")
+def ctx(tmp_path_factory):
+    ok, why = available()
+    if not ok:
+        pytest.skip(f"lab unavailable: {why}")
+    import ipaddress
+
+    ls = lab_stack("prod", hosts=HOSTS, front=ipaddress.ip_network(FRONT), lan=ipaddress.ip_network(LAN),
+                   vpn=ipaddress.ip_network(VPN))
+    tmp = tmp_path_factory.mktemp("drift")
+    stack_file = tmp / "stack.yaml"
+    stack_file.write_text(yaml.safe_dump(ls.raw))
+    key_file = ls.keys["deploy"].write(tmp / "deploy_ed25519")
+    with Lab("hdr", layout(HOSTS[0], HOSTS[1:], front=FRONT, lan=LAN), front=FRONT, lan=LAN) as lab:
+        results = boot_and_converge(lab, ls)
+        assert all(r.ok for r in results.values()), {h: r.stderr for h, r in results.items()}
+        yield Ctx(lab, ls, stack_file, key_file)
+
+
+def test_a_converged_lab_is_clean(ctx, capsys):
+    code, report, err = ctx.drift(capsys)
+    assert code == 0, json.dumps(report, indent=1)
+    assert report["status"] == "clean" and err == ""
+    assert {h: r["status"] for h, r in report["hosts"].items()} == {h: "clean" for h in HOSTS}
+    assert all(r["checked_files"] >= 10 for r in report["hosts"].values())
+
+
+def test_a_hand_edited_file_is_drift_with_a_diff_naming_it(ctx, capsys):
+    ctx.lab.run("h1", ["sh", "-c", f"echo SystemMaxUse=5G >> {JOURNALD}"])
+    try:
+        code, report, _ = ctx.drift(capsys)
+        assert code == 2
+        assert report["hosts"]["gw"]["status"] == report["hosts"]["h2"]["status"] == "clean"
+        [finding] = report["hosts"]["h1"]["findings"]
+        assert (finding["kind"], finding["path"]) == ("file-changed", JOURNALD)
+        assert f"--- {JOURNALD} (desired)\n+++ {JOURNALD} (on h1)\n" in finding["diff"]
+        assert "\n+SystemMaxUse=5G\n" in finding["diff"]
+        # The text report, as the scheduled job prints it, names the file and shows the diff too.
+        assert drift.main(["--stack", "prod", "--stack-file", str(ctx.stack_file), "--key", str(ctx.key_file)]) == 2
+        text = capsys.readouterr().out
+        assert f"file-changed: {JOURNALD}: content differs" in text and "+SystemMaxUse=5G" in text
+    finally:
+        ctx.lab.run("h1", ["sh", "-c", f"cat > {JOURNALD}"], input=ctx.desired("h1", JOURNALD))
+
+
+def test_a_stray_authorized_key_is_reported(ctx, capsys):
+    stray = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOzOiPD8QgXCk39Zo/oLiLQ6NMgw1OfltR1r8oldoVBE mallory@laptop"
+    ctx.lab.run("h2", ["sh", "-c", f"echo '{stray}' > /etc/ssh/authorized_keys/mallory"])
+    ctx.lab.run("gw", ["sh", "-c", f"mkdir -p ~alice/.ssh && echo '{stray}' > ~alice/.ssh/authorized_keys"])
+    try:
+        code, report, _ = ctx.drift(capsys)
+        assert code == 2
+        found = {h: [(f["kind"], f["path"]) for f in r["findings"]] for h, r in report["hosts"].items()}
+        assert found == {
+            "gw": [("unmanaged-key", "/home/alice/.ssh/authorized_keys")],
+            "h1": [],
+            "h2": [("unmanaged-key", "/etc/ssh/authorized_keys/mallory")],
+        }
+        assert "mallory@laptop" in report["hosts"]["h2"]["findings"][0]["detail"]
+    finally:
+        ctx.lab.run("h2", ["rm", "-f", "/etc/ssh/authorized_keys/mallory"])
+        ctx.lab.run("gw", ["sh", "-c", "rm -f ~alice/.ssh/authorized_keys"])
+    assert ctx.drift(capsys)[0] == 0
+
+
+def test_an_unreachable_host_is_an_error_and_the_others_are_still_checked(ctx, capsys):
+    ctx.lab._stop("h2")
+    started = time.monotonic()
+    code, report, err = ctx.drift(capsys)
+    assert code == 1
+    assert time.monotonic() - started < 40
+    assert {h: r["status"] for h, r in report["hosts"].items()} == {"gw": "clean", "h1": "clean", "h2": "error"}
+    assert report["hosts"]["h2"]["error"].startswith("unreachable: could not reach h2 at 10.213.91.4 through the gateway 10.213.90.2")
+    assert err.startswith("ops drift: h2: unreachable: could not reach h2")
