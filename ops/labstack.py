@@ -135,6 +135,8 @@ def lab_stack(
     raw["services"] = {}
     # The zone names catalog hosts (name servers, mail) that a lab of this shape does not have.
     raw.pop("dns", None)
+    # Monitoring names receivers and UI services of the real stack; a lab that watches adds its own.
+    raw.pop("monitoring", None)
     stack = build_stack(raw, base)
     return LabStack(base, raw, stack, keys, wg, {gateway: str(front_hosts[1])})
 
