@@ -1,0 +1,626 @@
+"""File and program tiers of monitoring: what the monitoring host gets is generated from the catalog and
+accepted by the tools that read it (promtool, amtool, blackbox_exporter, systemd), every alert is unit
+tested firing and quiet, routing and inhibition are shown on a real Alertmanager, and the members' view
+(VPN or proxy with a login) comes from config."""
+
+from __future__ import annotations
+
+import copy
+import http.server
+import json
+import os
+import re
+import shutil
+import socket
+import subprocess
+import threading
+import time
+import urllib.error
+import urllib.request
+from base64 import b64encode
+from pathlib import Path
+
+import bcrypt
+import pytest
+import yaml
+
+from ops.mockrun import OFFLINE_SECRETS, run_stack
+from render import metrics
+from render import monitoring as mr
+from render.converge import converge_script, late_names
+from render.host import LATE_MARK, host_plan
+from spec import derive
+from spec.errors import ConfigError
+from spec.load import PROJECT, build_stack
+from spec.monitoring import ALERTMANAGER_PORT, PROMETHEUS_PORT, monitoring_host
+from tests.program_runs import FW_RULES, STACKS, child, model, raw, run
+
+PROMTOOL_TESTS = Path(__file__).parent / "promtool" / "hypha.rules.test.yml"
+ALICE_PASSWORD = "correct horse battery staple"
+# The secret monitoringUiPasswordHashes: alice and bob log in to prod; carol has a hash but no login there.
+HASHES = json.dumps({n: bcrypt.hashpw(ALICE_PASSWORD.encode(), bcrypt.gensalt(4)).decode() for n in ("alice", "bob", "carol")})
+SINK = "http://127.0.0.1:9/matrix-webhook"  # discard port: the static checks never send anything
+
+
+def _need(tool: str, package: str) -> str:
+    path = shutil.which(tool)
+    if path is None:
+        pytest.fail(f"{tool} is missing; run `make setup` (Debian package {package})")
+    return path
+
+
+def late_values(stack, matrix_url: str = SINK) -> dict[str, str]:
+    """The values components/monitoring.py would make from these secrets."""
+    return {
+        mr.LATE_SMTP_PASSWORD: mr.yaml_scalar("smtp-secret"),
+        mr.LATE_MATRIX_URL: mr.yaml_scalar(matrix_url),
+        mr.LATE_PVE_TOKEN: mr.yaml_scalar("pve-token-secret"),
+        mr.LATE_WEB_USERS: mr.web_users(stack, HASHES),
+        mr.LATE_SCRAPE_PASSWORD: mr.scrape_password(HASHES),
+    }
+
+
+def monitoring_files(stack, values=None) -> dict[str, str]:
+    """The monitoring host's files of the role, late values filled in as the host receives them."""
+    values = values or late_values(stack)
+    plan = host_plan(stack, monitoring_host(stack))
+    return {
+        f.path: LATE_MARK.sub(lambda m: values[m.group(1)], f.content)
+        for f in plan.files
+        if f.path.startswith(("/etc/prometheus/", "/etc/default/prometheus")) or f.path == mr.PVE_UNIT_FILE
+    }
+
+
+def write_tree(stack, root: Path, values=None) -> dict[str, Path]:
+    """The files under `root`, with /etc/prometheus/ pointing there, so promtool follows rule and password files."""
+    out = {}
+    for path, content in monitoring_files(stack, values).items():
+        p = root / path.lstrip("/")
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_text(content.replace("/etc/prometheus/", f"{root}/etc/prometheus/"))
+        out[path] = p
+    return out
+
+
+def variant(stack: str, **monitoring) -> dict:
+    cfg = raw(stack)
+    cfg["monitoring"] = {**cfg["monitoring"], **monitoring}
+    return cfg
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _wait_http(url: str, seconds: float, proc: subprocess.Popen) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"exited {proc.returncode} before answering {url}: {proc.stderr.read() if proc.stderr else ''}")
+        try:
+            urllib.request.urlopen(url, timeout=1).close()
+            return
+        except urllib.error.HTTPError:
+            return  # it answers (e.g. 401): up
+        except OSError:
+            time.sleep(0.1)
+    raise RuntimeError(f"nothing answered {url} in {seconds} s")
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=10)
+
+
+# --- Prometheus: config, targets from the catalog ------------------------------------------------------
+
+
+@pytest.mark.parametrize("stack", STACKS)
+def test_prometheus_config_passes_promtool_check_config_with_its_rules(tmp_path, stack):
+    files = write_tree(model(stack), tmp_path)
+    result = subprocess.run(
+        [_need("promtool", "prometheus"), "check", "config", str(files[mr.PROMETHEUS_CONFIG])], capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "SUCCESS: 1 rule files found" in result.stdout and "11 rules found" in result.stdout
+
+
+def test_promtool_check_config_would_catch_a_broken_config(tmp_path):
+    files = write_tree(model("prod"), tmp_path)
+    path = files[mr.PROMETHEUS_CONFIG]
+    path.write_text(path.read_text().replace("scrape_interval:", "scrape_intervall:", 1))
+    assert subprocess.run([_need("promtool", "prometheus"), "check", "config", str(path)], capture_output=True).returncode != 0
+
+
+def _targets(stack) -> dict[str, list[dict]]:
+    config = yaml.safe_load(monitoring_files(stack)[mr.PROMETHEUS_CONFIG])
+    return {
+        job["job_name"]: [{"target": t, **sc.get("labels", {})} for sc in job["static_configs"] for t in sc["targets"]]
+        for job in config["scrape_configs"]
+    }
+
+
+@pytest.mark.parametrize("stack", STACKS)
+def test_every_host_s_node_exporter_is_scraped_with_its_host_role_and_stack(stack):
+    m = model(stack)
+    node = _targets(m)["node"]
+    assert sorted(t["target"] for t in node) == sorted(f"{h.lan_ip}:9100" for h in m.hosts.values())
+    for t in node:
+        h = m.hosts[t["host"]]
+        assert t["target"] == f"{h.lan_ip}:9100"
+        assert t["role"] == ",".join(sorted(h.roles)) and t["stack"] == stack
+
+
+@pytest.mark.parametrize("stack", STACKS)
+def test_prometheus_alertmanager_and_the_blackbox_exporter_watch_each_other(stack):
+    m = model(stack)
+    lan = m.hosts[monitoring_host(m)].lan_ip
+    jobs = _targets(m)
+    assert [t["target"] for t in jobs["prometheus"]] == [f"{lan}:{PROMETHEUS_PORT}"]
+    assert [t["target"] for t in jobs["alertmanager"]] == [f"{lan}:{ALERTMANAGER_PORT}"]
+    assert [t["target"] for t in jobs["blackbox"]] == ["127.0.0.1:9115"]
+    config = yaml.safe_load(monitoring_files(m)[mr.PROMETHEUS_CONFIG])
+    assert config["alerting"]["alertmanagers"][0]["static_configs"][0]["targets"] == [f"{lan}:{ALERTMANAGER_PORT}"]
+
+
+def test_a_host_and_a_service_added_to_the_catalog_are_watched_without_editing_a_target_list():
+    cfg = raw("staging")
+    cfg["hosts"]["wiki"] = {"vm_id": 8010, "node": "kvm1", "lan_ip": "10.0.2.20", "roles": ["app"]}
+    cfg["services"]["wiki"] = {"host": "wiki", "domains": ["wiki.staging.hypha.coop"], "port": 3001, "public": True, "health_path": "/health"}
+    jobs = _targets(build_stack(cfg, "staging"))
+    assert {"target": "10.0.2.20:9100", "host": "wiki", "role": "app", "stack": "staging"} in jobs["node"]
+    probe = next(t for t in jobs["probe_http"] if t["service"] == "wiki")
+    assert probe["target"] == "https://10.0.2.11/health" and probe["url"] == "https://wiki.staging.hypha.coop/health"
+    assert probe["host"] == "wiki" and probe["proxy"] == "web1"
+
+
+def test_every_public_service_is_probed_through_the_proxy_with_its_name_and_its_certificate(tmp_path):
+    m = model("prod")
+    proxy_lan = m.hosts["web1"].lan_ip
+    probes = {t["service"]: t for t in _targets(m)["probe_http"]}
+    blackbox = yaml.safe_load(monitoring_files(m)[mr.BLACKBOX_CONFIG])["modules"]
+    for name, svc in m.services.items():
+        if not svc.public:
+            continue
+        p = probes[name]
+        assert p["target"] == f"https://{proxy_lan}{svc.health_path}" and p["url"] == f"https://{svc.domains[0]}{svc.health_path}"
+        http = blackbox[p["module"]]["http"]
+        # The name members use, as Host and as SNI (the certificate checked is the one they get).
+        assert http["headers"]["Host"] == http["tls_config"]["server_name"] == svc.domains[0]
+        assert http["fail_if_not_ssl"] is True and http["tls_config"]["insecure_skip_verify"] is False
+    # The shortener's "/" is its own help page; the UIs must refuse a visitor without the login.
+    assert blackbox["https_link"]["http"]["valid_status_codes"] == [404]
+    assert blackbox["https_prometheus"]["http"]["valid_status_codes"] == [401]
+    assert blackbox["https_alertmanager"]["http"]["valid_status_codes"] == [401]
+    assert "valid_status_codes" not in blackbox["https_loomio"]["http"]  # 2xx
+
+
+def test_staging_probes_do_not_fail_on_acme_staging_certificates_but_still_read_their_expiry():
+    blackbox = yaml.safe_load(monitoring_files(model("staging"))[mr.BLACKBOX_CONFIG])["modules"]
+    assert blackbox["https_loomio"]["http"]["tls_config"]["insecure_skip_verify"] is True
+
+
+def test_internal_services_are_probed_at_their_own_port():
+    m = model("staging")
+    probe = next(t for t in _targets(m)["probe_http"] if t["service"] == "prometheus")
+    assert probe["target"] == f"http://{m.hosts['monitor1'].lan_ip}:9090/-/healthy" and probe["module"] == "http_2xx"
+
+
+@pytest.mark.parametrize("stack", STACKS)
+def test_the_zone_is_probed_on_each_name_server(stack):
+    m = model(stack)
+    dns = _targets(m)["probe_dns"]
+    assert [t["target"] for t in dns] == [f"{m.hosts[h].lan_ip}:53" for h in derive.hosts_with_role(m, "dns")]
+    module = yaml.safe_load(monitoring_files(m)[mr.BLACKBOX_CONFIG])["modules"]["dns_soa"]["dns"]
+    assert module["query_name"] == m.site.domain and module["query_type"] == "SOA"
+    cfg = raw(stack)
+    del cfg["dns"]
+    assert "probe_dns" not in _targets(build_stack(cfg, stack))
+
+
+def test_proxmox_node_metrics_come_from_the_pve_exporter_with_a_read_only_token(tmp_path):
+    m = model("prod")
+    (pve,) = _targets(m)["pve"]
+    assert pve["target"] == "127.0.0.1:9221" and pve["host"] == "kvm1.hypha.coop"
+    files = monitoring_files(m)
+    config = yaml.safe_load(files[mr.PVE_CONFIG])["default"]
+    assert config == {"user": "prometheus@pve", "token_name": "monitoring", "token_value": "pve-token-secret", "verify_ssl": True}
+    assert "pve_exporter" not in json.dumps(_targets(model("staging")))  # staging leaves the node to prod
+
+
+def test_the_pve_exporter_unit_passes_systemd_analyze_verify(tmp_path):
+    unit = monitoring_files(model("prod"))[mr.PVE_UNIT_FILE]
+    assert f"ExecStart={mr.PVE_VENV}/bin/pve_exporter --config.file={mr.PVE_CONFIG} --web.listen-address=127.0.0.1:9221" in unit
+    # verify wants the executable to exist: point it at a stand-in where the venv would be.
+    venv = tmp_path / "venv"
+    (venv / "bin").mkdir(parents=True)
+    (venv / "bin" / "pve_exporter").write_text("#!/bin/sh\n")
+    (venv / "bin" / "pve_exporter").chmod(0o755)
+    path = tmp_path / "prometheus-pve-exporter.service"
+    path.write_text(unit.replace(mr.PVE_VENV, str(venv)))
+    result = subprocess.run([_need("systemd-analyze", "systemd"), "verify", str(path)], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert subprocess.run(["systemd-analyze", "verify", str(path)], capture_output=True, text=True).stderr.strip() == ""
+
+
+def test_the_converge_installs_the_pinned_pve_exporter_only_when_missing(tmp_path):
+    """The install step run for real, with a stand-in python3 that records what pip is asked."""
+    venv = tmp_path / "opt" / "prometheus-pve-exporter"
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    (fake / "python3").write_text(
+        '#!/bin/sh\n[ "$1 $2" = "-m venv" ] || exit 9\nmkdir -p "$3/bin"\n'
+        f'printf \'#!/bin/sh\\necho "$*" >>{tmp_path}/pip.log\\n\' >"$3/bin/pip"\n'
+        'printf \'#!/bin/sh\\n\' >"$3/bin/pve_exporter"\nchmod +x "$3/bin/pip" "$3/bin/pve_exporter"\n'
+    )
+    (fake / "python3").chmod(0o755)
+    step = mr.pve_install_step(model("prod").monitoring).replace(mr.PVE_VENV, str(venv))
+    script = f'set -eu\nSTAGE={tmp_path}\n: >"$STAGE/units"\nlog() {{ echo "converge: $*"; }}\n{step}\n'
+    env = {**os.environ, "PATH": f"{fake}:{os.environ['PATH']}"}
+    first = subprocess.run(["sh", "-c", script], capture_output=True, text=True, env=env)
+    assert first.returncode == 0, first.stderr
+    assert "installed prometheus-pve-exporter 3.10.2" in first.stdout
+    assert (tmp_path / "pip.log").read_text().split() == ["install", "-q", "--disable-pip-version-check", "prometheus-pve-exporter==3.10.2"]
+    assert (tmp_path / "units").read_text() == f"restart {mr.PVE_UNIT}\n"
+    second = subprocess.run(["sh", "-c", script], capture_output=True, text=True, env=env)
+    assert second.returncode == 0 and second.stdout == "", "an installed release must not be installed again"
+    (venv / "hypha-release").write_text("3.9.0\n")
+    assert "installed" in subprocess.run(["sh", "-c", script], capture_output=True, text=True, env=env).stdout
+
+
+def test_node_exporter_runs_the_systemd_and_textfile_collectors_the_alerts_need():
+    m = model("prod")
+    for host in m.hosts:
+        args = next(f for f in host_plan(m, host).files if f.path == "/etc/default/prometheus-node-exporter").content
+        assert "--collector.systemd" in args and f"--collector.textfile.directory={metrics.TEXTFILE_DIR}" in args
+
+
+# --- alert rules: checked, every alert unit tested both ways -------------------------------------------
+
+
+def _rules() -> list[dict]:
+    doc = yaml.safe_load(mr.rules(model("prod")))
+    return [r for g in doc["groups"] for r in g["rules"]]
+
+
+def test_alert_rules_pass_promtool_check_rules(tmp_path):
+    path = tmp_path / "hypha.rules.yml"
+    path.write_text(mr.rules(model("prod")))
+    result = subprocess.run([_need("promtool", "prometheus"), "check", "rules", str(path)], capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_every_issue_alert_exists_and_waits_says_what_and_what_to_do():
+    rules = _rules()
+    assert [r["alert"] for r in rules] == [
+        "InstanceDown", "CpuSaturated", "MemoryPressure", "DiskSpaceLow", "InodesLow", "DiskWritesSustained",
+        "SystemdUnitFailed", "BackupTooOld", "RestoreDrillTooOld", "ProbeFailing", "CertificateExpiringSoon",
+    ]
+    for r in rules:
+        assert re.fullmatch(r"[0-9]+[smh]", r["for"]), r["alert"]
+        assert r["labels"]["severity"] in ("critical", "warning"), r["alert"]
+        assert set(r["annotations"]) == {"summary", "runbook"} and all(r["annotations"].values()), r["alert"]
+
+
+def test_backup_alerts_read_the_metrics_the_backup_role_writes():
+    exprs = {r["alert"]: r["expr"] for r in _rules()}
+    assert metrics.BACKUP_LAST_SUCCESS in exprs["BackupTooOld"] and f"> {26 * 3600}" in exprs["BackupTooOld"]
+    assert metrics.DRILL_LAST_SUCCESS in exprs["RestoreDrillTooOld"] and f"> {26 * 3600}" in exprs["RestoreDrillTooOld"]
+    assert f"< {14 * 86400}" in exprs["CertificateExpiringSoon"]
+
+
+def _unit_tests(tmp_path: Path, rules_text: str) -> subprocess.CompletedProcess:
+    (tmp_path / "hypha.rules.yml").write_text(rules_text)
+    shutil.copy(PROMTOOL_TESTS, tmp_path / PROMTOOL_TESTS.name)
+    return subprocess.run(
+        [_need("promtool", "prometheus"), "test", "rules", PROMTOOL_TESTS.name], cwd=tmp_path, capture_output=True, text=True
+    )
+
+
+def test_every_alert_fires_and_stays_quiet_in_promtool_unit_tests(tmp_path):
+    result = _unit_tests(tmp_path, mr.rules(model("prod")))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "SUCCESS" in result.stdout
+
+
+def test_every_alert_has_a_unit_test_where_it_fires_and_one_where_it_does_not():
+    cases = [c for t in yaml.safe_load(PROMTOOL_TESTS.read_text())["tests"] for c in t["alert_rule_test"]]
+    for alert in (r["alert"] for r in _rules()):
+        mine = [c for c in cases if c["alertname"] == alert]
+        assert any(c["exp_alerts"] for c in mine), f"{alert}: no unit test where it fires"
+        assert any(not c["exp_alerts"] for c in mine), f"{alert}: no unit test where it stays quiet"
+
+
+@pytest.mark.parametrize(
+    "broken",
+    [
+        ("> 93600", "> 99999999"),  # a backup that is days old would no longer page
+        ('state="failed"', 'state="activating"'),
+    ],
+)
+def test_the_unit_tests_catch_a_broken_rule(tmp_path, broken):
+    text = mr.rules(model("prod"))
+    assert broken[0] in text
+    result = _unit_tests(tmp_path, text.replace(broken[0], broken[1], 1))
+    assert result.returncode != 0, f"the unit tests did not notice {broken}"
+
+
+# --- Alertmanager: routing, grouping, inhibition -------------------------------------------------------
+
+
+@pytest.mark.parametrize("stack", STACKS)
+def test_alertmanager_config_passes_amtool_check_config(tmp_path, stack):
+    files = write_tree(model(stack), tmp_path)
+    result = subprocess.run(
+        [_need("amtool", "prometheus-alertmanager"), "check-config", str(files[mr.ALERTMANAGER_CONFIG])],
+        capture_output=True, text=True,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def _routes(path: Path, *labels: str) -> str:
+    result = subprocess.run(
+        [_need("amtool", "prometheus-alertmanager"), "config", "routes", "test", f"--config.file={path}", *labels],
+        capture_output=True, text=True,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    return result.stdout.strip()
+
+
+def test_critical_alerts_page_by_mail_and_matrix_and_the_rest_go_to_the_chat_room(tmp_path):
+    files = write_tree(model("prod"), tmp_path)
+    path = files[mr.ALERTMANAGER_CONFIG]
+    assert _routes(path, "alertname=InstanceDown", "host=loomio", "severity=critical") == "page"
+    assert _routes(path, "alertname=BackupTooOld", "host=bw1", "severity=critical") == "page"
+    assert _routes(path, "alertname=DiskSpaceLow", "host=backup1", "severity=warning") == "chat"
+    config = yaml.safe_load(path.read_text())
+    receivers = {r["name"]: r for r in config["receivers"]}
+    assert receivers["page"]["email_configs"][0]["to"] == "infra@hypha.coop"
+    assert receivers["page"]["webhook_configs"][0]["url"] == SINK
+    assert "email_configs" not in receivers["chat"] and receivers["chat"]["webhook_configs"][0]["url"] == SINK
+    assert config["global"]["smtp_auth_password"] == "smtp-secret"
+    assert config["route"]["group_by"] == ["alertname", "host"]
+
+
+def test_without_a_chat_room_every_alert_goes_by_mail_and_staging_mails_nobody(tmp_path):
+    cfg = variant("prod", matrix=None)
+    del cfg["monitoring"]["matrix"]
+    files = write_tree(build_stack(cfg, "prod"), tmp_path)
+    receivers = {r["name"]: r for r in yaml.safe_load(files[mr.ALERTMANAGER_CONFIG].read_text())["receivers"]}
+    assert _routes(files[mr.ALERTMANAGER_CONFIG], "severity=warning") == "chat"
+    assert receivers["chat"]["email_configs"] == receivers["page"]["email_configs"]
+    staging = yaml.safe_load(monitoring_files(model("staging"))[mr.ALERTMANAGER_CONFIG])
+    assert all("email_configs" not in r for r in staging["receivers"]) and "smtp_smarthost" not in staging["global"]
+
+
+class _Sink(http.server.BaseHTTPRequestHandler):
+    received: list = []
+
+    def do_POST(self):
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        type(self).received.append(json.loads(body))
+        self.send_response(200)
+        self.end_headers()
+
+    def log_message(self, *args):
+        pass
+
+
+def test_an_instance_that_is_down_does_not_also_page_for_its_probes(tmp_path):
+    """A real Alertmanager on loopback with the rendered config, its chat room a local webhook."""
+    _Sink.received = []
+    sink = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Sink)
+    threading.Thread(target=sink.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{sink.server_address[1]}/hook"
+    cfg = variant("prod", group_wait="1s", group_interval="1s", matrix={"url": url})
+    del cfg["monitoring"]["email"]  # nothing may try a real mail server
+    stack = build_stack(cfg, "prod")
+    files = write_tree(stack, tmp_path, late_values(stack, url))
+    port = _free_port()
+    am = subprocess.Popen(
+        [_need("prometheus-alertmanager", "prometheus-alertmanager"), f"--config.file={files[mr.ALERTMANAGER_CONFIG]}",
+         f"--storage.path={tmp_path / 'am'}", f"--web.listen-address=127.0.0.1:{port}", "--cluster.listen-address="],
+        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+    )
+    api = f"http://127.0.0.1:{port}/api/v2"
+    try:
+        _wait_http(f"http://127.0.0.1:{port}/-/ready", 15, am)
+
+        def post(*alerts):
+            body = json.dumps([{"labels": a} for a in alerts]).encode()
+            urllib.request.urlopen(urllib.request.Request(f"{api}/alerts", body, {"Content-Type": "application/json"}), timeout=5)
+
+        def inhibited() -> dict:
+            alerts = json.load(urllib.request.urlopen(f"{api}/alerts", timeout=5))
+            return {(a["labels"]["alertname"], a["labels"]["host"]): bool(a["status"]["inhibitedBy"]) for a in alerts}
+
+        probe = {"alertname": "ProbeFailing", "severity": "critical", "proxy": "web1", "job": "probe_http"}
+        post(
+            {"alertname": "InstanceDown", "severity": "critical", "host": "loomio", "job": "node"},
+            {**probe, "host": "loomio", "service": "loomio"},
+            {**probe, "host": "bw1", "service": "www"},
+        )
+        assert inhibited() == {("InstanceDown", "loomio"): False, ("ProbeFailing", "loomio"): True, ("ProbeFailing", "bw1"): False}
+        # The proxy going down silences every probe behind it, not only those of its own services.
+        post({"alertname": "InstanceDown", "severity": "critical", "host": "web1", "proxy": "web1", "job": "node"})
+        assert inhibited()[("ProbeFailing", "bw1")] is True
+        def sent() -> set:
+            return {(a["labels"]["alertname"], a["labels"]["host"]) for n in list(_Sink.received) for a in n["alerts"]}
+
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline and not {("InstanceDown", "loomio"), ("InstanceDown", "web1")} <= sent():
+            time.sleep(0.2)
+        time.sleep(1.5)  # a group_interval more: an inhibited alert would have been sent by now
+        sent = sent()
+        assert ("InstanceDown", "loomio") in sent and ("InstanceDown", "web1") in sent
+        assert ("ProbeFailing", "loomio") not in sent
+        # Grouped by alert and host: one notification per group, each with its own receiver.
+        assert all(n["receiver"] == "page" and set(n["groupLabels"]) == {"alertname", "host"} for n in _Sink.received)
+    finally:
+        _stop(am)
+        sink.shutdown()
+
+
+# --- blackbox_exporter ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("stack", STACKS)
+def test_blackbox_config_passes_the_exporters_own_check(tmp_path, stack):
+    files = write_tree(model(stack), tmp_path)
+    result = subprocess.run(
+        [_need("prometheus-blackbox-exporter", "prometheus-blackbox-exporter"), "--config.check",
+         f"--config.file={files[mr.BLACKBOX_CONFIG]}"], capture_output=True, text=True,
+    )
+    assert result.returncode == 0, result.stderr
+    broken = files[mr.BLACKBOX_CONFIG]
+    broken.write_text(broken.read_text().replace("follow_redirects:", "follow_redirect:", 1))
+    assert subprocess.run(
+        ["prometheus-blackbox-exporter", "--config.check", f"--config.file={broken}"], capture_output=True
+    ).returncode != 0
+
+
+# --- the members' view: over the VPN or behind the proxy with a login ----------------------------------
+
+
+def _rules_of(r, host: str) -> list[dict]:
+    return child(r, host, FW_RULES).inputs["rules"]
+
+
+def test_ui_vpn_opens_both_uis_to_the_gateway_which_is_where_vpn_members_arrive():
+    m = model("staging")
+    gw = f"{m.hosts[derive.gateway_name(m)].lan_ip}/32"
+    rules = derive.inbound_rules(m, "monitor1")
+    assert {(r.port, r.source) for r in rules if r.port == ALERTMANAGER_PORT} == {(ALERTMANAGER_PORT, gw)}
+    assert (PROMETHEUS_PORT, gw) in {(r.port, r.source) for r in rules}
+    # The same rules on the Proxmox firewall, and the gateway forwards VPN traffic to the LAN, masqueraded.
+    assert {"dport": "9093", "source": gw}.items() <= next(x for x in _rules_of(run("staging"), "monitor1") if x["dport"] == "9093").items()
+    gateway_nft = next(f for f in host_plan(m, derive.gateway_name(m)).files if f.path == "/etc/nftables.conf").content
+    assert f"ip saddr {m.network.vpn.cidr} ip daddr {m.network.lan_cidr} masquerade" in gateway_nft
+    files = monitoring_files(m)
+    assert mr.WEB_CONFIG not in files and "--web.config.file" not in files["/etc/default/prometheus"]
+    assert f"--web.external-url=http://{m.hosts['monitor1'].lan_ip}:9090/" in files["/etc/default/prometheus"]
+    assert f"--web.listen-address={m.hosts['monitor1'].lan_ip}:9093" in files["/etc/default/prometheus-alertmanager"]
+
+
+def test_ui_proxy_publishes_both_uis_to_the_proxy_only_behind_the_members_login(tmp_path):
+    m = model("prod")
+    proxy = f"{m.hosts['web1'].lan_ip}/32"
+    rules = {(r.port, r.source) for r in derive.inbound_rules(m, "monitor1")}
+    assert {s for p, s in rules if p in (PROMETHEUS_PORT, ALERTMANAGER_PORT)} == {proxy}
+    files = write_tree(m, tmp_path)
+    web = files[mr.WEB_CONFIG]
+    assert subprocess.run([_need("promtool", "prometheus"), "check", "web-config", str(web)], capture_output=True).returncode == 0
+    args = monitoring_files(m)
+    users = yaml.safe_load(web.read_text())["basic_auth_users"]
+    # Who logs in to prod (access lists) and has a hash; carol's hash is ignored, she has no login here.
+    assert set(users) == {"alice", "bob", "prometheus"}
+    assert bcrypt.checkpw(mr.scrape_password(HASHES).encode(), users["prometheus"].encode())
+    for unit in ("/etc/default/prometheus", "/etc/default/prometheus-alertmanager"):
+        assert f"--web.config.file={mr.WEB_CONFIG}" in args[unit]
+    assert "--web.external-url=https://monitor.hypha.coop/" in args["/etc/default/prometheus"]
+    assert "--web.external-url=https://alerts.hypha.coop/" in args["/etc/default/prometheus-alertmanager"]
+    config = yaml.safe_load(files[mr.PROMETHEUS_CONFIG].read_text())
+    auth = {"username": "prometheus", "password_file": f"{tmp_path}{mr.SCRAPE_PASSWORD_FILE}"}
+    assert config["alerting"]["alertmanagers"][0]["basic_auth"] == auth
+    assert {j["job_name"]: j.get("basic_auth") for j in config["scrape_configs"]}["alertmanager"] == auth
+    assert files[mr.SCRAPE_PASSWORD_FILE].read_text() == mr.scrape_password(HASHES)
+    # Same secret in, same file out: an unchanged secret does not re-run the converge.
+    assert mr.web_users(m, HASHES) == mr.web_users(m, HASHES)
+
+
+def test_behind_the_login_prometheus_refuses_visitors_and_lets_members_and_itself_in(tmp_path):
+    """The rendered web config on a real Prometheus, on loopback."""
+    m = model("prod")
+    files = write_tree(m, tmp_path)
+    config = tmp_path / "minimal.yml"
+    config.write_text("global: {scrape_interval: 1m}\n")
+    port = _free_port()
+    prom = subprocess.Popen(
+        [_need("prometheus", "prometheus"), f"--config.file={config}", f"--storage.tsdb.path={tmp_path / 'tsdb'}",
+         f"--web.listen-address=127.0.0.1:{port}", f"--web.config.file={files[mr.WEB_CONFIG]}"],
+        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+    )
+    url = f"http://127.0.0.1:{port}/-/healthy"
+
+    def status(user=None, password=None) -> int:
+        req = urllib.request.Request(url)
+        if user:
+            req.add_header("Authorization", "Basic " + b64encode(f"{user}:{password}".encode()).decode())
+        try:
+            with urllib.request.urlopen(req, timeout=5) as resp:
+                return resp.status
+        except urllib.error.HTTPError as exc:
+            return exc.code
+
+    try:
+        _wait_http(url, 20, prom)
+        assert status() == 401
+        assert status("alice", "wrong") == 401
+        assert status("carol", ALICE_PASSWORD) == 401  # a hash but no login on prod
+        assert status("alice", ALICE_PASSWORD) == 200
+        assert status("prometheus", mr.scrape_password(HASHES)) == 200
+    finally:
+        _stop(prom)
+
+
+# --- bad config: refused with its key path and the fix -------------------------------------------------
+
+
+def _problems(cfg: dict, stack: str = "prod") -> list[str]:
+    with pytest.raises(ConfigError) as caught:
+        build_stack(cfg, stack)
+    return [str(p) for p in caught.value.problems]
+
+
+def test_ui_proxy_without_the_ui_services_is_refused_naming_the_fix():
+    cfg = raw("prod")
+    del cfg["services"]["alertmanager"]
+    (problem,) = _problems(cfg)
+    assert problem.startswith("monitoring.ui: is `proxy` but no public service publishes the alertmanager UI")
+    assert "services.alertmanager {host: monitor1, port: 9093, public: true" in problem and "or set ui: vpn" in problem
+
+
+@pytest.mark.parametrize(
+    "change, expected",
+    [
+        (lambda c: (c["monitoring"].pop("email"), c["monitoring"].pop("matrix")), "monitoring: has no receiver"),
+        (lambda c: c["monitoring"].update(matrix={"url": "https://matrix.example.org/hook", "url_secret": True}), "monitoring.matrix: needs exactly one of"),
+        (lambda c: c["hosts"]["monitor1"].update(roles=["app"]), "monitoring: is set but no host has role `monitoring`"),
+        (lambda c: c["hosts"]["bw1"]["roles"].append("monitoring"), "hosts: 2 hosts have role `monitoring`"),
+        (lambda c: c["monitoring"].update(scrape_interval="30 seconds"), "monitoring.scrape_interval: '30 seconds' is not a duration"),
+        (lambda c: c["monitoring"]["email"].update(to=["infra"]), "monitoring.email.to: 'infra' is not an email address"),
+        (lambda c: c["monitoring"].update(ui="public"), "monitoring.ui: 'public'"),
+    ],
+)
+def test_bad_monitoring_config_is_refused_with_its_key_path_and_fix(change, expected):
+    cfg = raw("prod")
+    change(cfg)
+    assert any(p.startswith(expected) for p in _problems(cfg)), _problems(cfg)
+
+
+# --- program tier: secrets only as secrets, and only those the config needs ----------------------------
+
+
+def test_the_monitoring_host_gets_its_secrets_only_as_late_values():
+    assert [n for n in late_names(converge_script(model("prod"), "monitor1")) if n.startswith("monitoring/")] == [
+        mr.LATE_MATRIX_URL, mr.LATE_PVE_TOKEN, mr.LATE_SCRAPE_PASSWORD, mr.LATE_SMTP_PASSWORD, mr.LATE_WEB_USERS,
+    ]
+    assert [n for n in late_names(converge_script(model("staging"), "monitor1")) if n.startswith("monitoring/")] == [mr.LATE_MATRIX_URL]
+    r = run("prod")
+    (cmd,) = [c for c in r.of_type("command:remote:Command") if c.name == "monitor1-converge"]
+    assert "stdin" in cmd.secret_inputs
+
+
+def test_a_stack_asks_only_for_the_monitoring_secrets_its_config_uses():
+    unused = {f"{PROJECT}:{k}" for k in ("pveExporterToken", "alertSmtpPassword", "monitoringUiPasswordHashes")}
+    secrets = {k: v for k, v in OFFLINE_SECRETS.items() if k not in unused}
+    run_stack("staging", secrets=secrets)  # no pve token, SMTP password or UI logins: staging uses none
+    with pytest.raises(Exception, match="pveExporterToken"):
+        run_stack("prod", secrets=secrets)
