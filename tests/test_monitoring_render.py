@@ -624,3 +624,43 @@ def test_a_stack_asks_only_for_the_monitoring_secrets_its_config_uses():
     run_stack("staging", secrets=secrets)  # no pve token, SMTP password or UI logins: staging uses none
     with pytest.raises(Exception, match="pveExporterToken"):
         run_stack("prod", secrets=secrets)
+
+
+# --- the converge script checks each file with the daemon's own checker before it goes live -----------
+
+
+def _converge_check_function(stack, host: str) -> str:
+    """The `check` shell function of the host's real converge script."""
+    script = converge_script(stack, host)
+    start = script.index("check() { # checker staged-file")
+    return script[start : script.index("\n}\n", start) + 3]
+
+
+@pytest.mark.parametrize("stack", STACKS)
+def test_the_converge_checks_every_monitoring_config_with_its_daemons_checker(tmp_path, stack):
+    m = model(stack)
+    check = _converge_check_function(m, "monitor1")
+    values = late_values(m)
+    checked = {}
+    for i, f in enumerate(host_plan(m, "monitor1").files):
+        if not f.path.startswith("/etc/prometheus/") or f.path in (mr.SCRAPE_PASSWORD_FILE, mr.PVE_CONFIG):
+            continue
+        assert f.check, f"{f.path} goes live unchecked"
+        good = tmp_path / f"f{i}"
+        good.write_text(LATE_MARK.sub(lambda x: values[x.group(1)], f.content))
+        bad = tmp_path / f"bad{i}"
+        bad.write_text(good.read_text() + "\nnot_a_key_of_any_of_them: [\n")
+
+        def run_check(path: Path) -> subprocess.CompletedProcess:
+            sh = f'STAGE={tmp_path}\nfail() {{ echo "$*" >&2; exit 1; }}\n{check}\ncheck {f.check} {path}\n'
+            return subprocess.run(["sh", "-c", sh], capture_output=True, text=True)
+
+        result = run_check(good)
+        assert result.returncode == 0, f"{f.path} ({f.check}): {result.stderr}"
+        assert run_check(bad).returncode != 0, f"{f.path}: the {f.check} checker let a broken file through"
+        checked[f.path] = f.check
+    expected = {mr.PROMETHEUS_CONFIG: "promtool-config", mr.RULES_FILE: "promtool-rules", mr.ALERTMANAGER_CONFIG: "amtool",
+                mr.BLACKBOX_CONFIG: "blackbox"}
+    if m.monitoring.ui == "proxy":
+        expected[mr.WEB_CONFIG] = "promtool-web"
+    assert checked == expected
