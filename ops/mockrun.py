@@ -6,7 +6,9 @@ what `pulumi preview` would send to the engine: resource types, names, parents, 
 
 from __future__ import annotations
 
+import functools
 import gc
+import hashlib
 import json
 import runpy
 from dataclasses import dataclass, field
@@ -86,10 +88,46 @@ class _Mocks(pmocks.Mocks):
             return state.get("poolId", args.name), state
         if args.typ == "proxmoxve:index/vmLegacy:VmLegacy":
             return str(state.get("vmId", args.name)), state
+        if args.typ == "tls:index/privateKey:PrivateKey":
+            state.update(_mock_ed25519(args.name))
+        if args.typ == "random:index/randomPassword:RandomPassword":
+            state["result"] = _mock_password(args.name, int(state.get("length", 32)))
         return f"{args.name}-id", state
 
     def call(self, args: pmocks.MockCallArgs):
         return {}, None
+
+
+def _seed(name: str) -> bytes:
+    """Generated values derive from the resource's name: real, and the same in every run and stack."""
+    return hashlib.sha256(f"hypha-infra mock {name}".encode()).digest()
+
+
+@functools.lru_cache(maxsize=None)
+def _mock_ed25519(name: str) -> dict:
+    """A real ED25519 key pair, as tls.PrivateKey returns it (OpenSSH and PEM forms); cached, because
+    the OpenSSH form carries a random check number that would differ between two runs."""
+    from cryptography.hazmat.primitives import serialization as ser
+    from cryptography.hazmat.primitives.asymmetric import ed25519
+
+    key = ed25519.Ed25519PrivateKey.from_private_bytes(_seed(name))
+    public = key.public_key()
+    return {
+        "algorithm": "ED25519",
+        "privateKeyOpenssh": key.private_bytes(ser.Encoding.PEM, ser.PrivateFormat.OpenSSH, ser.NoEncryption()).decode(),
+        "privateKeyPem": key.private_bytes(ser.Encoding.PEM, ser.PrivateFormat.PKCS8, ser.NoEncryption()).decode(),
+        "publicKeyOpenssh": public.public_bytes(ser.Encoding.OpenSSH, ser.PublicFormat.OpenSSH).decode() + "\n",
+        "publicKeyPem": public.public_bytes(ser.Encoding.PEM, ser.PublicFormat.SubjectPublicKeyInfo).decode(),
+    }
+
+
+def _mock_password(name: str, length: int) -> str:
+    alphabet = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
+    seed, out = _seed(name), []
+    while len(out) < length:
+        seed = hashlib.sha256(seed).digest()
+        out += [alphabet[b % len(alphabet)] for b in seed]
+    return "".join(out[:length])
 
 
 class _RecordingMonitor(pmocks.MockMonitor):

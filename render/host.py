@@ -135,7 +135,10 @@ def access_files(stack: Stack, host: str) -> list[ManagedFile]:
     cloud-init writes exactly these on first boot, so a fresh VM and a converged one agree.
     """
     people = accounts(stack)
-    users = [a.name for a in people] + [derive.DEPLOY_USER]
+    from spec import backup
+
+    # Service accounts that log in over SSH too (the borg target's `borg`, forced to `borg serve`).
+    users = [a.name for a in people] + [derive.DEPLOY_USER] + backup.ssh_logins(stack, host)
     files = [
         ManagedFile(
             SSHD_DROPIN,

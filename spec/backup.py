@@ -1,18 +1,28 @@
-"""The `backup` section: borg target, retention, offsite copy, restore drill and Proxmox image backups."""
+"""The `backup` section: borg target, retention, offsite copy, restore drill and Proxmox image backups.
+
+Also what follows from it (which host is the target, who is a client, what each client backs up),
+so the renderer, the firewall and the checks agree on one answer.
+"""
 
 from __future__ import annotations
 
-from typing import Literal
+import re
+from typing import Literal, Optional
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from .base import _Model
 from .errors import Problem
+from .keys import KeyError_, parse_public_key
+
+# borgmatic's dump hook per engine (borgmatic 1.7 config key under `hooks:`).
+DUMP_HOOKS = {"postgresql": "postgresql_databases", "mysql": "mysql_databases", "mariadb": "mysql_databases"}
+BORG_USER = "borg"
+_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
 
 
-def inbound_rules(stack, host: str) -> list:
-    """Firewall allow rules (spec.derive.Rule) this section adds to `host` (issue 5: borg over SSH from each client to the target)."""
-    return []
+def _absolute(path: str) -> bool:
+    return path.startswith("/") and "//" not in path and "/../" not in f"{path}/" and "/./" not in f"{path}/"
 
 
 class Database(_Model):
@@ -20,10 +30,204 @@ class Database(_Model):
     name: str = Field(description="Database name (`all` for every database of the server).")
 
 
+class Retention(_Model):
+    daily: int = Field(default=7, ge=0, description="Daily archives kept (the last of each day).")
+    weekly: int = Field(default=4, ge=0, description="Weekly archives kept beyond the daily ones.")
+    monthly: int = Field(default=3, ge=0, description="Monthly archives kept beyond the weekly ones.")
+
+
+class Offsite(_Model):
+    host: str = Field(description="Address or DNS name of the offsite SSH server (outside the stack).")
+    port: int = Field(default=22, ge=1, le=65535, description="Its SSH port.")
+    user: str = Field(description="Login on the offsite server; its authorized_keys holds the output `backup_offsite_public_key`.")
+    path: str = Field(description="Absolute directory on the offsite server; each repository is copied to `<path>/<client>`.")
+    host_key: str = Field(
+        description="The offsite server's SSH host public key (`ssh-ed25519 AAAA...`), pinned: the copy refuses any other."
+    )
+    schedule: str = Field(default="*-*-* 05:30", description="When the copy runs (systemd calendar event, on the target).")
+
+    @field_validator("host_key")
+    @classmethod
+    def _host_key(cls, v: str) -> str:
+        try:
+            parse_public_key(v)
+        except KeyError_ as exc:
+            raise ValueError(str(exc)) from None
+        return v
+
+
+class ImageBackups(_Model):
+    storage: str = Field(description="Proxmox storage the images are written to (a `backup` content storage).")
+    schedule: str = Field(default="sun 01:30", description="When vzdump runs (Proxmox calendar event).")
+    mode: Literal["snapshot", "suspend", "stop"] = Field(default="snapshot", description="vzdump mode.")
+    compress: Literal["zstd", "lzo", "gzip", "0"] = Field(default="zstd", description="Image compression.")
+    keep_last: int = Field(default=0, ge=0, description="Images kept regardless of age.")
+    keep_daily: int = Field(default=0, ge=0, description="Daily images kept.")
+    keep_weekly: int = Field(default=2, ge=0, description="Weekly images kept.")
+    keep_monthly: int = Field(default=1, ge=0, description="Monthly images kept.")
+    enabled: bool = Field(default=True, description="Whether Proxmox runs the job.")
+
+
 class Backup(_Model):
-    """Filled in by issue 5."""
+    """Backups of every host that holds data."""
+
+    target: Optional[str] = Field(
+        default=None, description="The borg target host; default the one host with role `backup_target`."
+    )
+    repository_dir: str = Field(default="/srv/borg", description="Directory on the target holding one repository per client.")
+    schedule: str = Field(default="*-*-* 01:15", description="When each client backs up (systemd calendar event; up to 20 min later, randomised).")
+    prune_schedule: str = Field(default="*-*-* 04:00", description="When the target prunes and compacts every repository.")
+    drill_schedule: str = Field(default="*-*-* 06:30", description="When the target's restore drill runs.")
+    retention: Retention = Field(default_factory=Retention, description="How many archives pruning keeps.")
+    extra_paths: dict[str, list[str]] = Field(
+        default_factory=dict,
+        description="More directories to back up per client host (besides its services' `data_paths`), e.g. `/etc`.",
+    )
+    exclude_patterns: list[str] = Field(
+        default_factory=lambda: ["*.tmp", "*/cache/*"], description="borg exclude patterns applied on every client."
+    )
+    canary_max_age_hours: int = Field(
+        default=26, ge=1, description="The drill fails when the restored canary is older than this."
+    )
+    offsite: Optional[Offsite] = Field(default=None, description="Where the target copies every repository to.")
+    images: Optional[ImageBackups] = Field(default=None, description="The stack's Proxmox whole-VM image backup job.")
+
+
+# --- what follows from the section ------------------------------------------------------------------
+
+
+def target_name(stack) -> Optional[str]:
+    """The borg target: `backup.target`, else the one host with role `backup_target`."""
+    if stack.backup is None:
+        return None
+    if stack.backup.target:
+        return stack.backup.target
+    targets = sorted(n for n, h in stack.hosts.items() if "backup_target" in h.roles)
+    return targets[0] if len(targets) == 1 else None
+
+
+def clients(stack) -> list[str]:
+    """Hosts backed up with borg: every host holding data except the target itself.
+
+    The target's own state is the repositories, copied offsite; backing it up to itself would
+    protect nothing, and its config is rebuilt by a converge.
+    """
+    from .derive import holds_data
+
+    if stack.backup is None:
+        return []
+    target = target_name(stack)
+    return sorted(n for n in stack.hosts if n != target and holds_data(stack, n))
+
+
+def client_paths(stack, host: str) -> list[str]:
+    """Directories a client backs up: its services' data_paths and backup.extra_paths, each once."""
+    paths = [p for s in _services_on(stack.services, host).values() for p in s.data_paths]
+    paths += stack.backup.extra_paths.get(host, []) if stack.backup else []
+    return sorted(set(paths))
+
+
+def client_databases(stack, host: str) -> list[tuple[str, Database]]:
+    """(service, database) pairs a client dumps into each backup."""
+    return [(n, d) for n, s in sorted(_services_on(stack.services, host).items()) for d in s.databases]
+
+
+def repository(stack, client: str) -> str:
+    return f"{stack.backup.repository_dir.rstrip('/')}/{client}"
+
+
+def ssh_logins(stack, host: str) -> list[str]:
+    """Accounts other than people and deploy that sshd must let in on `host`: `borg` on the target."""
+    return [BORG_USER] if clients(stack) and host == target_name(stack) else []
+
+
+def inbound_rules(stack, host: str) -> list:
+    """Firewall allow rules (spec.derive.Rule) this section adds to `host`: borg over SSH from each client to the target."""
+    from .derive import Rule
+
+    if host != target_name(stack):
+        return []
+    return [Rule("tcp", 22, f"{stack.hosts[c].lan_ip}/32", f"borg from {c}") for c in clients(stack)]
+
+
+def _services_on(services: dict, host: str) -> dict:
+    return {n: s for n, s in services.items() if s.host == host}
+
+
+# --- checks ------------------------------------------------------------------------------------------
 
 
 def check_backup(backup, site, hosts, services) -> list[Problem]:
-    """Cross-field checks of the backup section against hosts and services (issue 5)."""
-    return []
+    """Cross-field checks of the backup section against hosts and services."""
+    out: list[Problem] = []
+    add = lambda path, msg: out.append(Problem(path, msg))  # noqa: E731
+
+    # A database needs a hook that dumps it, whether or not the section is there: a declared
+    # database that nothing can dump would be silently missing from every backup.
+    for name, svc in sorted(services.items()):
+        for i, db in enumerate(svc.databases):
+            path = f"services.{name}.databases[{i}]"
+            if db.engine not in DUMP_HOOKS:
+                add(
+                    f"{path}.engine",
+                    f"{db.engine!r} has no borgmatic dump hook; supported: {', '.join(sorted(DUMP_HOOKS))} "
+                    "(keep other engines' files under the service's data_paths, stopped or snapshotted)",
+                )
+            if not _NAME.match(db.name):
+                add(f"{path}.name", f"{db.name!r} is not a database name (letters, digits, _ . -), or `all`")
+    if backup is None:
+        return out
+
+    for field in ("repository_dir",):
+        value = getattr(backup, field)
+        if not _absolute(value):
+            add(f"backup.{field}", f"{value!r} is not an absolute path; write it from / (e.g. /srv/borg)")
+    r = backup.retention
+    if r.daily + r.weekly + r.monthly == 0:
+        add("backup.retention", "keeps nothing (daily, weekly and monthly are all 0), so pruning would delete every archive; "
+            "keep at least one (the default is daily 7, weekly 4, monthly 3)")
+    if backup.offsite is not None and not _absolute(backup.offsite.path):
+        add("backup.offsite.path", f"{backup.offsite.path!r} is not an absolute path; write it from / (e.g. /srv/hypha-borg)")
+    if backup.images is not None:
+        im = backup.images
+        if im.keep_last + im.keep_daily + im.keep_weekly + im.keep_monthly == 0:
+            add("backup.images", "keeps no image (every keep_* is 0); set keep_weekly or another keep_* above 0")
+    for i, pattern in enumerate(backup.exclude_patterns):
+        if not pattern.strip():
+            add(f"backup.exclude_patterns[{i}]", "is empty; remove it")
+
+    # Who is the target, and does every client have one.
+    targets = sorted(n for n, h in hosts.items() if "backup_target" in h.roles)
+    target = backup.target
+    if target is not None:
+        if target not in hosts:
+            add("backup.target", f"unknown host {target!r}; known hosts: {', '.join(sorted(hosts)) or 'none'}")
+            target = None
+        elif "backup_target" not in hosts[target].roles:
+            add("backup.target", f"{target!r} has no `backup_target` role; add the role to hosts.{target}.roles")
+    elif len(targets) > 1:
+        add("backup.target", f"several hosts have role `backup_target` ({', '.join(targets)}); name the one to use here")
+    else:
+        target = targets[0] if targets else None
+
+    def holds(h: str) -> bool:
+        return hosts[h].holds_data or any(s.data_paths or s.databases for s in _services_on(services, h).values())
+
+    data_hosts = sorted(h for h in hosts if h != target and holds(h))
+    if data_hosts and target is None and not (backup.target and backup.target not in hosts):
+        add(
+            "backup.target",
+            f"no backup target for the hosts that hold data ({', '.join(data_hosts)}); "
+            "give a host the `backup_target` role or name one here",
+        )
+    for host, paths in sorted(backup.extra_paths.items()):
+        if host not in hosts:
+            add(f"backup.extra_paths.{host}", f"unknown host {host!r}; known hosts: {', '.join(sorted(hosts)) or 'none'}")
+        elif host not in data_hosts:
+            why = "is the backup target" if host == target else "holds no data"
+            add(f"backup.extra_paths.{host}", f"{host} {why}, so it is not a backup client; remove the entry "
+                f"(or set hosts.{host}.holds_data)")
+        for i, p in enumerate(paths):
+            if not _absolute(p):
+                add(f"backup.extra_paths.{host}[{i}]", f"{p!r} is not an absolute path; write it from / (e.g. /etc)")
+    return out

@@ -61,7 +61,8 @@ def services_on(stack: Stack, host: str) -> dict:
 
 
 def holds_data(stack: Stack, host: str) -> bool:
-    return stack.hosts[host].holds_data or any(s.data_paths for s in services_on(stack, host).values())
+    # A declared database is data too (dumped into each backup), even without data_paths.
+    return stack.hosts[host].holds_data or any(s.data_paths or s.databases for s in services_on(stack, host).values())
 
 
 def protected(stack: Stack, host: str) -> bool:
