@@ -167,13 +167,17 @@ def http_probes(stack: Stack, mon: Monitoring) -> list[dict]:
     for name, svc in sorted(stack.services.items()):
         if svc.public and proxies and svc.domains:
             proxy = proxies[0]
+            # The name the proxy serves, not one it redirects: `www.x` listed first with `x` is sent to `x`.
+            domain = svc.domains[0]
+            if domain.startswith("www.") and domain[4:] in svc.domains:
+                domain = domain[4:]
             out.append(
                 {
                     "module": f"https_{name}",
                     "target": f"https://{stack.hosts[proxy].lan_ip}{svc.health_path}",
-                    "url": f"https://{svc.domains[0]}{svc.health_path}",
+                    "url": f"https://{domain}{svc.health_path}",
                     "labels": _labels(stack, svc.host, service=name, proxy=proxy),
-                    "domain": svc.domains[0],
+                    "domain": domain,
                     "expect": "401" if name in guarded else "404" if svc.shortlinks else "2xx",
                 }
             )

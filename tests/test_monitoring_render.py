@@ -202,6 +202,13 @@ def test_every_public_service_is_probed_through_the_proxy_with_its_name_and_its_
     assert "valid_status_codes" not in blackbox["https_loomio"]["http"]  # 2xx
 
 
+def test_a_service_listed_as_www_first_is_probed_at_the_name_the_proxy_serves_not_its_redirect():
+    cfg = raw("prod")
+    cfg["services"]["www"]["domains"] = ["www.hypha.coop", "hypha.coop"]
+    probe = next(t for t in _targets(build_stack(cfg, "prod"))["probe_http"] if t["service"] == "www")
+    assert probe["url"] == "https://hypha.coop/"
+
+
 def test_staging_probes_do_not_fail_on_acme_staging_certificates_but_still_read_their_expiry():
     blackbox = yaml.safe_load(monitoring_files(model("staging"))[mr.BLACKBOX_CONFIG])["modules"]
     assert blackbox["https_loomio"]["http"]["tls_config"]["insecure_skip_verify"] is True
