@@ -175,11 +175,13 @@ def stack_raw() -> dict[str, Any]:
     import pulumi
     from pulumi.runtime.config import CONFIG, get_config_env
 
+    from components.config import SECRET_KEYS
+
     keys = set(CONFIG.get()) | set(get_config_env())
     cfg = pulumi.Config(PROJECT)
     raw = {}
     for key in sorted(k.split(":", 1)[1] for k in keys if k.startswith(f"{PROJECT}:")):
-        if key == "deployPrivateKey":
+        if key in SECRET_KEYS:
             continue  # a secret; no policy reads it
         value = cfg.get_object(key)
         if value is not None:
