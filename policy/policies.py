@@ -66,11 +66,18 @@ def _tag(args, key: str) -> str:
 # prod SSH only for 2-3 admins
 
 
+def _is_login(line: str) -> bool:
+    """A key that gets a shell. One bound to a forced command under `restrict` (the borg target's
+    `borg serve` per client) runs that command only: a service, not a person's login."""
+    forced = re.search(r'(?:^|,)command="', line) and re.search(r"(?:^|,)restrict(?:,|\s)", line)
+    return not forced
+
+
 def _logins(view: HostView) -> set[str]:
-    """Accounts that can log in with a key: key files with a key in them, cloud-init users with keys."""
+    """Accounts that can log in with a key: key files with a login key, cloud-init users with keys."""
     names = set()
     for _where, f in view.all_files():
-        if f.path.startswith(AUTHORIZED_KEYS_DIR) and any(_key_lines(f.content)):
+        if f.path.startswith(AUTHORIZED_KEYS_DIR) and any(_is_login(k) for k in _key_lines(f.content)):
             names.add(f.path[len(AUTHORIZED_KEYS_DIR):])
     for user in view.user_data.get("users") or []:
         if isinstance(user, dict) and user.get("ssh_authorized_keys"):
@@ -238,8 +245,16 @@ def data_vms_protected_backed_up_monitored(args: StackValidationArgs, report: Re
             for job in jobs
         ):
             missing.append(f"no {BACKUP_JOB} includes vm id {view.vm_id}")
-        if not any(path.startswith("/etc/borgmatic") for path in view.converge_files):
-            missing.append("its converge holds no borgmatic config")
+        files = view.converge_files
+        # The borg target backs up no other way than by copying its repositories offsite.
+        offsite = "backup_target" in view.tags and any(
+            path.startswith("/etc/systemd/system/") and "offsite" in path for path in files
+        )
+        if not offsite and not any(re.match(r"^/etc/borgmatic(\.d)?/[^/]+\.ya?ml$", path) for path in files):
+            missing.append(
+                "its converge has no offsite copy (backup.offsite)" if "backup_target" in view.tags
+                else "its converge holds no borgmatic config"
+            )
         if not monitors:
             missing.append("the stack has no monitoring host")
         elif f"{view.lan_ip}:{NODE_EXPORTER_PORT}" not in scraped:

@@ -53,6 +53,8 @@ _STAGE = re.compile(r"^(PIECES=1 )?stage (\d+ .*?) <<'HYPHA_EOF'\n(.*?)\nHYPHA_E
 _LATE = re.compile(r"@@HYPHA_LATE:[a-z0-9/_.-]+@@")
 
 
+# Cached per text (callers only read): every stack policy reads every host's files.
+@lru_cache(maxsize=256)
 def script_files(script: str) -> dict[str, CarriedFile]:
     """The managed files a rendered (or filled) converge script stages, by path.
 
@@ -78,6 +80,7 @@ def _b64(text: str) -> str:
         return ""
 
 
+@lru_cache(maxsize=256)
 def user_data_files(document: str) -> tuple[dict, dict[str, CarriedFile]]:
     """(the parsed #cloud-config, its write_files by path)."""
     try:

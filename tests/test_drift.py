@@ -78,19 +78,20 @@ def test_a_missing_file_and_a_loosened_mode_are_drift(tmp_path, plan):
 
 
 def test_a_file_with_late_values_is_checked_for_presence_and_mode_only(tmp_path, plan):
-    plan.files.append(ManagedFile("/etc/borgmatic/passphrase", f"{late('borg/passphrase/bw1')}\n", mode="0600"))
-    root = tmp_path
-    converged(root, plan)
+    secret = "/etc/hypha-test/secret"
+    plan.files = [f for f in plan.files if not f.late]  # only the file made here has a late value
+    plan.files.append(ManagedFile(secret, f"key={late('test/secret')}\n", mode="0600"))
+    root = converged(tmp_path, plan)
     # On a host it holds the real secret, which the check never has: any content is accepted...
-    (root / "etc/borgmatic/passphrase").write_text("the real secret\n")
+    (root / secret.lstrip("/")).write_text("key=the real secret\n")
     report = probe(root, plan)
     assert report.status == "clean"
-    assert report.notes == ["/etc/borgmatic/passphrase: holds late values (borg/passphrase/bw1); content not compared without secrets"]
+    assert report.notes == [f"{secret}: holds late values (test/secret); content not compared without secrets"]
     # ...but not a world-readable mode or a missing file.
-    (root / "etc/borgmatic/passphrase").chmod(0o644)
-    assert kinds(probe(root, plan)) == [("file-metadata", "/etc/borgmatic/passphrase")]
-    (root / "etc/borgmatic/passphrase").unlink()
-    assert kinds(probe(root, plan)) == [("file-missing", "/etc/borgmatic/passphrase")]
+    (root / secret.lstrip("/")).chmod(0o644)
+    assert kinds(probe(root, plan)) == [("file-metadata", secret)]
+    (root / secret.lstrip("/")).unlink()
+    assert kinds(probe(root, plan)) == [("file-missing", secret)]
 
 
 def test_an_undeclared_authorized_key_is_unmanaged_access(tmp_path, plan):
@@ -134,6 +135,16 @@ def test_an_inactive_managed_unit_is_drift_unless_systemd_skipped_it(plan):
     report = compare(plan, out)
     assert [(f.kind, f.path, f.detail) for f in report.findings] == [("unit-inactive", "ssh", "is failed, not active")]
     assert report.notes == ["systemd-timesyncd: inactive, its start condition does not hold on this host"]
+
+
+def test_the_probe_script_passes_shellcheck(tmp_path):
+    # web1: files, a path that must be absent, units; plus a file with a late value.
+    p = host_plan(load_stack("prod"), "web1")
+    p.files.append(ManagedFile("/etc/x/secret", late("borg/x"), mode="0600"))
+    script = tmp_path / "probe.sh"
+    script.write_text(probe_script(p))
+    out = subprocess.run(["shellcheck", "-s", "sh", str(script)], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stdout
 
 
 def test_a_probe_cut_short_is_an_error_not_a_clean_host(plan):

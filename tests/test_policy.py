@@ -145,6 +145,18 @@ def test_prod_needs_two_or_three_admins():
     assert passes(run, "prod-ssh-admins-only", config={"prod-ssh-admins-only": {"minAdmins": 1}})
 
 
+def test_a_key_bound_to_a_forced_command_is_a_service_not_a_login():
+    run = fresh("prod")
+    borg = file_of(run, "backup1", "/etc/ssh/authorized_keys/borg")
+    assert 'command="borg serve --append-only' in borg  # every client's key: borg serve, nothing else
+    assert passes(run, "prod-ssh-admins-only")
+    # The same key without its forced command is a shell for `borg`.
+    set_file(run, "backup1", "/etc/ssh/authorized_keys/borg", re.sub(r'command="[^"]*",', "", borg))
+    assert messages(run, "prod-ssh-admins-only") == [
+        "backup1: borg can log in but is not in access.admins; prod logins are for admins only (site.ssh_access: admins)",
+    ]
+
+
 def test_staging_members_are_not_judged_by_the_prod_login_rule():
     run = fresh("staging")
     assert len(re.findall(r"authorized_keys/(?!deploy)", _stdin(resource(run, COMMAND, "bw1")))) > 3
@@ -231,56 +243,49 @@ def _data_hosts(run: Run) -> list[str]:
     return [h for h in sorted(stack.hosts) if derive.holds_data(stack, h)]
 
 
-def backed_up_and_monitored(run: Run) -> Run:
-    """The fixture issues 5 and 6 must make true: a backup job with every data VM, borgmatic on each,
-    Prometheus on the monitoring host scraping each one's node_exporter."""
-    hosts = _data_hosts(run)
-    ids = [str(int(vm(run, h).inputs["vmId"])) for h in hosts]
-    urn = f"urn:pulumi:{run.stack}::hypha-infra::{BACKUP_JOB}::images"
-    run.resources.append(
-        Registered(urn, BACKUP_JOB, "images", "", True, {"vmids": ids, "schedule": "03:00"}, False, [], [], "")
-    )
-    for h in hosts:
-        set_file(run, h, "/etc/borgmatic/config.yaml", "repositories: []\n")
-    lan = [vm(run, h).inputs["initialization"]["ipConfigs"][0]["ipv4"]["address"].split("/")[0] for h in hosts]
-    targets = ", ".join(f"'{ip}:9100'" for ip in lan)
-    set_file(run, "monitor1", "/etc/prometheus/prometheus.yml", f"scrape_configs:\n  - job_name: node\n    static_configs:\n      - targets: [{targets}]\n")
-    return run
-
-
-def test_a_data_vm_must_be_protected_backed_up_and_monitored():
-    good = backed_up_and_monitored(fresh("prod"))
-    assert passes(good, "data-vms-protected-backed-up-monitored")
+def test_every_prod_data_vm_is_protected_backed_up_and_monitored():
     run = fresh("prod")
-    found = messages(run, "data-vms-protected-backed-up-monitored")
-    assert len(found) == len(_data_hosts(run)) == 5
-    assert found[0] == (
-        "backup1 holds data but: no proxmoxve:backup/job:Job includes vm id 1007; its converge holds no "
-        "borgmatic config; no monitoring host scrapes 10.0.1.17:9100"
-    )
+    assert _data_hosts(run) == ["backup1", "bw1", "lists", "loomio", "monitor1"]
+    assert passes(run, "data-vms-protected-backed-up-monitored")
 
 
-def test_each_missing_protection_is_named():
-    run = backed_up_and_monitored(fresh("prod"))
+def test_a_data_vm_missing_any_of_the_three_is_named():
+    run = fresh("prod")
+    run.resources = [r for r in run.resources if r.type != BACKUP_JOB]
     vm(run, "loomio").inputs["protection"] = False
     vm(run, "loomio").protect = False
     set_file(run, "lists", "/etc/borgmatic/config.yaml", None)
-    prom = file_of(run, "monitor1", "/etc/prometheus/prometheus.yml")
-    set_file(run, "monitor1", "/etc/prometheus/prometheus.yml", prom.replace("'10.0.1.13:9100'", "'10.0.1.99:9100'"))
+    prom = "/etc/prometheus/prometheus.yml"
+    set_file(run, "monitor1", prom, file_of(run, "monitor1", prom).replace("10.0.1.13:9100", "10.0.1.99:9100"))
+    found = messages(run, "data-vms-protected-backed-up-monitored")
+    assert found == [
+        "backup1 holds data but: no proxmoxve:backup/job:Job includes vm id 1007",
+        "bw1 holds data but: no proxmoxve:backup/job:Job includes vm id 1003; no monitoring host scrapes 10.0.1.13:9100",
+        "lists holds data but: no proxmoxve:backup/job:Job includes vm id 1004; its converge holds no borgmatic config",
+        "loomio holds data but: Proxmox protection is off (site.protect_data_vms); the VM resource is not `protect`ed "
+        "in Pulumi; no proxmoxve:backup/job:Job includes vm id 1005",
+        "monitor1 holds data but: no proxmoxve:backup/job:Job includes vm id 1008",
+    ]
+
+
+def test_the_borg_target_is_backed_up_by_its_offsite_copy():
+    run = fresh("prod")
+    for unit in ("service", "timer"):
+        set_file(run, "backup1", f"/etc/systemd/system/hypha-borg-offsite.{unit}", None)
     assert messages(run, "data-vms-protected-backed-up-monitored") == [
-        "bw1 holds data but: no monitoring host scrapes 10.0.1.13:9100",
-        "lists holds data but: its converge holds no borgmatic config",
-        "loomio holds data but: Proxmox protection is off (site.protect_data_vms); the VM resource is not `protect`ed in Pulumi",
+        "backup1 holds data but: its converge has no offsite copy (backup.offsite)"
     ]
 
 
 def test_a_host_scraping_itself_does_not_count_as_monitored():
     # monitor1's own node_exporter listens on 10.0.1.18:9100; that file is not a scrape target.
-    run = backed_up_and_monitored(fresh("prod"))
-    set_file(run, "monitor1", "/etc/prometheus/prometheus.yml", "scrape_configs: []\n")
-    assert "monitor1 holds data but: no monitoring host scrapes 10.0.1.18:9100" in messages(
-        run, "data-vms-protected-backed-up-monitored"
-    )
+    run = fresh("prod")
+    prom = "/etc/prometheus/prometheus.yml"
+    set_file(run, "monitor1", prom, file_of(run, "monitor1", prom).replace("10.0.1.18:9100", "10.0.1.98:9100"))
+    assert "10.0.1.18:9100" in file_of(run, "monitor1", "/etc/default/prometheus-node-exporter")
+    assert messages(run, "data-vms-protected-backed-up-monitored") == [
+        "monitor1 holds data but: no monitoring host scrapes 10.0.1.18:9100"
+    ]
 
 
 def test_staging_data_vms_need_no_protection():
