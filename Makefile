@@ -13,7 +13,7 @@ APT_PACKAGES := cloud-init openssh-server openssh-client python3-venv shellcheck
   bind9 certbot openssl pebble dnsutils testssl.sh \
   borgbackup borgmatic prometheus prometheus-alertmanager prometheus-blackbox-exporter
 
-.PHONY: setup plan test bench docs lab
+.PHONY: setup plan test bench docs lab drift
 
 setup:
 	@if command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
@@ -32,6 +32,11 @@ test:
 bench:
 	$(PY) bench/plan_scale.py
 	$(PY) bench/converge.py
+	$(PY) bench/drift_scale.py
+
+# Does every host still hold what the code renders? KEY: the deploy key (default $$HYPHA_DEPLOY_KEY_FILE).
+drift:
+	$(PY) -m ops drift --stack $(STACK) $(if $(KEY),--key $(KEY)) $(ARGS)
 
 # Throw-away hosts on this machine, converged as staging; Ctrl-C tears them down.
 lab:
