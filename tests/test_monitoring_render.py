@@ -671,3 +671,13 @@ def test_the_converge_checks_every_monitoring_config_with_its_daemons_checker(tm
     if m.monitoring.ui == "proxy":
         expected[mr.WEB_CONFIG] = "promtool-web"
     assert checked == expected
+
+
+def test_the_stack_name_reaches_the_monitoring_files_only_as_the_stack_label():
+    """No branching on the stack's name: prod's config as another stack differs only in the `stack` label."""
+    cfg = raw("prod")
+    cfg["site"]["stack"] = "qa"
+    qa = monitoring_files(build_stack(cfg, "qa"))
+    prod = monitoring_files(model("prod"))
+    assert {path: text.replace("stack: prod", "stack: qa") for path, text in prod.items()} == qa
+    assert qa != prod
