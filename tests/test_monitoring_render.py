@@ -5,7 +5,6 @@ tested firing and quiet, routing and inhibition are shown on a real Alertmanager
 
 from __future__ import annotations
 
-import copy
 import http.server
 import json
 import os
