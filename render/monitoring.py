@@ -245,7 +245,7 @@ def _yaml_list(items: list, indent: int) -> str:
 
 
 def rules(stack: Stack) -> str:
-    """The alert rules (the same for every stack; thresholds above)."""
+    """The alert rules: the same for every stack (thresholds above); `stack` kept for symmetry with the other files."""
     return render(
         "monitoring/rules.yml.j2",
         m=metrics,
@@ -278,7 +278,6 @@ def alertmanager_config(stack: Stack, mon: Monitoring) -> str:
         smtp_password=late(LATE_SMTP_PASSWORD) if email and email.username else None,
         matrix_url=matrix_url,
         probe_alerts="|".join(PROBE_ALERTS),
-        tojson=json.dumps,
     )
 
 
