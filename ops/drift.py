@@ -213,7 +213,10 @@ def compare(plan: HostPlan, output: str) -> HostReport:
         if f.late:
             report.notes.append(f"{path}: holds late values ({', '.join(f.late)}); content not compared without secrets")
             continue
-        if path in contents:
+        if path in contents and not int(f.mode, 8) & 0o004:
+            # Not world-readable on the host: its lines stay out of the report (and CI logs).
+            report.findings.append(Finding("file-changed", path, f"content differs from the rendered file (mode {f.mode}: diff not shown)"))
+        elif path in contents:
             live = contents[path]
             diff = "".join(
                 difflib.unified_diff(

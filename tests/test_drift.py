@@ -65,6 +65,16 @@ def test_a_hand_edited_file_is_drift_with_a_diff_naming_it(tmp_path, plan):
     assert "\n+Storage=volatile\n" in diff
 
 
+def test_a_changed_file_that_is_not_world_readable_is_named_without_its_lines(tmp_path, plan):
+    root = converged(tmp_path, plan)
+    sudoers = root / "etc/sudoers.d/90-hypha"
+    sudoers.write_text(sudoers.read_text() + "mallory ALL=(ALL) NOPASSWD: ALL\n")
+    report = probe(root, plan)
+    [finding] = report.findings
+    assert (finding.kind, finding.path, finding.diff) == ("file-changed", "/etc/sudoers.d/90-hypha", "")
+    assert finding.detail == "content differs from the rendered file (mode 0440: diff not shown)"
+
+
 def test_a_missing_file_and_a_loosened_mode_are_drift(tmp_path, plan):
     root = converged(tmp_path, plan)
     (root / "etc/nftables.conf").unlink()
