@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import ipaddress
 import secrets
+import shlex
+import time
 from dataclasses import dataclass, field
 
 from ops.labstack import LabStack, lab_stack, ssh_keypair
@@ -93,3 +95,78 @@ def backup_lab_stack(offsite_host_key: str, database: bool = True) -> BackupLabS
     ls.late["borg/offsite/ssh-key"] = offsite.private_openssh
     ls.late["borg/offsite/ssh-pubkey"] = offsite.public_line
     return ls
+
+
+# The lab's data set: what each client holds (random bytes are incompressible, like real media).
+DATA = {
+    "c1": {"/srv/wiki/pages": (400, 2048), "/srv/wiki/media": (10, 2 * 1024 * 1024)},
+    "c2": {"/srv/files/store": (50, 200 * 1024), "/var/lib/files/index": (20, 1024)},
+}
+
+
+def make_data(lab) -> dict[str, int]:
+    """Write the data set into the clients; bytes per client."""
+    sizes = {}
+    for client, dirs in DATA.items():
+        script = [f"mkdir -p {d} && for i in $(seq 1 {n}); do head -c {size} /dev/urandom >{d}/f$i; done"
+                  for d, (n, size) in dirs.items()]
+        lab.run(client, " && ".join(script), timeout=120)
+        sizes[client] = sum(n * size for n, size in dirs.values())
+    return sizes
+
+
+def start_postgres(lab) -> bool:
+    """A PostgreSQL cluster on c1 with a table, for borgmatic's dump hook; False if it cannot run here."""
+    if lab.run("c1", "pg_ctlcluster 15 main start", check=False, timeout=60).returncode != 0:
+        return False
+    psql = "runuser -u postgres -- psql -q"
+    lab.run("c1", f"{psql} -c 'CREATE DATABASE wiki'", timeout=60)
+    sql = "CREATE TABLE pages (title text); INSERT INTO pages VALUES ('restored from borg');"
+    lab.run("c1", f"{psql} -d wiki -c {shlex.quote(sql)}", timeout=60)
+    return True
+
+
+def offsite_host_key(lab) -> str:
+    """The offsite server's own host key, pinned in backup.offsite.host_key as an operator would."""
+    return " ".join((lab.root_dir(OFFSITE_HOST) / "etc/ssh/ssh_host_ed25519_key.pub").read_text().split()[:2])
+
+
+def setup_offsite(lab, ls: BackupLabStack) -> None:
+    """What the offsite server's operator does: an account, the target's key, the directory."""
+    pub = ls.late["borg/offsite/ssh-pubkey"]
+    home = f"/home/{OFFSITE_USER}"
+    lab.run(OFFSITE_HOST, f"useradd --create-home --shell /bin/sh {OFFSITE_USER} && "
+                          f"install -d -o {OFFSITE_USER} -m 0700 {home}/.ssh {OFFSITE_PATH} && "
+                          f"echo {shlex.quote(pub)} >{home}/.ssh/authorized_keys && "
+                          f"chown {OFFSITE_USER} {home}/.ssh/authorized_keys")
+
+
+@dataclass
+class Prepared:
+    ls: BackupLabStack
+    first: dict
+    database: bool
+    sizes: dict[str, int]
+    timings: dict[str, float]
+
+
+def prepare(lab) -> Prepared:
+    """Data, database and offsite account in place, then every host's first boot and converge."""
+    from ops.labstack import boot_and_converge
+
+    database = start_postgres(lab)
+    ls = backup_lab_stack(offsite_host_key(lab), database=database)
+    setup_offsite(lab, ls)
+    sizes = make_data(lab)
+    started = time.monotonic()
+    first = boot_and_converge(lab, ls)
+    timings = {"lab up": lab.timings.get("up", 0.0), "first boot + converge, 4 hosts": time.monotonic() - started}
+    timings.update({f"converge {h}": r.seconds for h, r in first.items()})
+    return Prepared(ls, first, database, sizes, timings)
+
+
+def start_unit(lab, host: str, unit: str, timeout: float = 600.0):
+    """systemctl start (a oneshot returns when done); (CompletedProcess, seconds)."""
+    started = time.monotonic()
+    r = lab.run(host, ["systemctl", "start", unit], check=False, timeout=timeout)
+    return r, time.monotonic() - started

@@ -29,10 +29,29 @@ RESTORED_DIR = f"{rb.STATE_DIR}/restored"
 DRILL_UNIT = "hypha-borg-drill.service"
 
 
+SESSION_TRIES = 3
+
+
 def _session(stack: Stack, host: str, key: str, user: str):
+    """A session through the gateway; dialled again (3 times in all) when the host does not answer.
+
+    ops.remote already redials for 30 s; a target busy with a drill under load has been seen to
+    refuse for longer, and a report should not fail on that.
+    """
+    import socket
+
+    import paramiko
+
     from ops.remote import Session
 
-    return Session(stack, host, user, key)
+    for attempt in range(SESSION_TRIES):
+        try:
+            return Session(stack, host, user, key)
+        except (paramiko.SSHException, socket.error) as exc:
+            if isinstance(exc, paramiko.AuthenticationException) or attempt == SESSION_TRIES - 1:
+                raise
+            time.sleep(5)
+    raise AssertionError("unreachable")
 
 
 def _target(stack: Stack) -> str:

@@ -6,8 +6,6 @@ Runs in file order on one lab (module fixture): the tests build on each other's 
 
 from __future__ import annotations
 
-import datetime
-import hashlib
 import json
 import re
 import shlex
@@ -17,20 +15,13 @@ from dataclasses import dataclass, field
 import pytest
 
 from ops import restore_drill
-from ops.backuplab import CLIENTS, OFFSITE_HOST, OFFSITE_PATH, OFFSITE_USER, PREFIX, TARGET, backup_lab_stack, lab_hosts
-from ops.backuplab import FRONT, LAN
+from ops.backuplab import (CLIENTS, DATA, FRONT, LAN, OFFSITE_HOST, OFFSITE_PATH, OFFSITE_USER, PREFIX, TARGET,
+                            lab_hosts, prepare, start_unit)
 from ops.lab import Lab, available
-from ops.labstack import boot_and_converge
 from ops.remote import Result
 from render import backup as rb
 from render import metrics
 from spec import backup as spec
-
-# The lab's data set: what each client holds (random bytes are incompressible, like real media).
-DATA = {
-    "c1": {"/srv/wiki/pages": (400, 2048), "/srv/wiki/media": (10, 2 * 1024 * 1024)},
-    "c2": {"/srv/files/store": (50, 200 * 1024), "/var/lib/files/index": (20, 1024)},
-}
 
 
 @dataclass
@@ -70,38 +61,10 @@ class Ctx:
         return [a["archive"] for a in json.loads(out)["archives"]]
 
     def start(self, host: str, unit: str, timeout=300.0):
-        started = time.monotonic()
-        r = self.run(host, ["systemctl", "start", unit], check=False, timeout=timeout)
-        return r, time.monotonic() - started
+        return start_unit(self.lab, host, unit, timeout)
 
     def journal(self, host: str, unit: str, lines: int = 40) -> str:
         return self.run(host, f"journalctl -u {unit} -n {lines} --no-pager -o cat", check=False).stdout
-
-
-def _make_data(lab: Lab) -> dict[str, int]:
-    sizes = {}
-    for client, dirs in DATA.items():
-        total = 0
-        script = []
-        for d, (count, size) in dirs.items():
-            script.append(f"mkdir -p {d} && for i in $(seq 1 {count}); do head -c {size} /dev/urandom >{d}/f$i; done")
-            total += count * size
-        lab.run(client, " && ".join(script), timeout=120)
-        sizes[client] = total
-    return sizes
-
-
-def _start_postgres(lab: Lab) -> bool:
-    """A PostgreSQL cluster on c1 with a table, for borgmatic's dump hook; False if it cannot run here."""
-    r = lab.run("c1", "pg_ctlcluster 15 main start", check=False, timeout=60)
-    if r.returncode != 0:
-        return False
-    sql = ("CREATE DATABASE wiki; ")
-    lab.run("c1", f"runuser -u postgres -- psql -q -c {shlex.quote(sql)}", timeout=60)
-    lab.run("c1", "runuser -u postgres -- psql -q -d wiki -c "
-                  + shlex.quote("CREATE TABLE pages (title text); INSERT INTO pages VALUES ('restored from borg');"),
-            timeout=60)
-    return True
 
 
 @pytest.fixture(scope="module")
@@ -109,30 +72,14 @@ def ctx():
     ok, why = available()
     if not ok:
         pytest.skip(f"lab unavailable: {why}")
-    hosts = lab_hosts()
-    with Lab(PREFIX, hosts, front=str(FRONT), lan=str(LAN)) as lab:
-        # The offsite server's own host key, pinned in backup.offsite.host_key as an operator would.
-        host_key = " ".join((lab.root_dir(OFFSITE_HOST) / "etc/ssh/ssh_host_ed25519_key.pub").read_text().split()[:2])
-        database = _start_postgres(lab)
-        ls = backup_lab_stack(host_key, database=database)
-        pub = ls.late["borg/offsite/ssh-pubkey"]
-        lab.run(OFFSITE_HOST, f"useradd --create-home --shell /bin/sh {OFFSITE_USER} && "
-                              f"install -d -o {OFFSITE_USER} -m 0700 /home/{OFFSITE_USER}/.ssh {OFFSITE_PATH} && "
-                              f"echo {shlex.quote(pub)} >/home/{OFFSITE_USER}/.ssh/authorized_keys && "
-                              f"chown {OFFSITE_USER} /home/{OFFSITE_USER}/.ssh/authorized_keys")
-        sizes = _make_data(lab)
-        started = time.monotonic()
-        c = Ctx(lab, ls, boot_and_converge(lab, ls), database, sizes=sizes)
-        c.timings["lab up"] = lab.timings.get("up", 0.0)
-        c.timings["first boot + converge, 4 hosts"] = time.monotonic() - started
-        c.timings.update({f"converge {h}": r.seconds for h, r in c.first.items()})
+    with Lab(PREFIX, lab_hosts(), front=str(FRONT), lan=str(LAN)) as lab:
+        p = prepare(lab)
+        c = Ctx(lab, p.ls, p.first, p.database, timings=p.timings, sizes=p.sizes)
         for client in CLIENTS:
             r, seconds = c.start(client, f"{rb.CLIENT_UNIT}.service")
             assert r.returncode == 0, c.journal(client, rb.CLIENT_UNIT)
             c.timings[f"first backup {client}"] = seconds
         yield c
-        if c.timings:
-            print("\nbackup lab timings (s): " + ", ".join(f"{k} {v:.2f}" for k, v in c.timings.items()))
 
 
 # --- converge ----------------------------------------------------------------------------------------

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from ops import restore_drill
 from ops.mockrun import _mock_ed25519, _mock_password, run_stack
 from render import backup as rb
 from render.converge import converge_script, late_names
@@ -339,3 +340,46 @@ def test_without_a_backup_section_nothing_is_backed_up_and_nothing_is_refused():
     r = run_stack("staging", raw=raw)
     assert r.of_type(JOB) == [] and r.of_type(KEY) == [] and r.of_type(PASSWORD) == []
     assert "backup_offsite_public_key" not in r.exports
+
+
+# --- ops restore-drill, the report ----------------------------------------------------------------
+
+
+def _status(**repos) -> dict:
+    base = {"ok": True, "archive": "x-2026-11-23T01:15:00", "canary_age_seconds": 3 * 3600, "files": 10,
+            "bytes": 2048, "missing": [], "error": None, "last_success": 1_795_000_000}
+    return {"host": "backup1", "finished": 1_795_000_000, "seconds": 12.5,
+            "repositories": {name: {**base, **over} for name, over in repos.items()}}
+
+
+def test_the_drill_report_lists_every_client_and_exits_0_only_when_all_passed():
+    m = model("prod")
+    ok = _status(**{c: {} for c in spec.clients(m)})
+    text, code = restore_drill.report(m, ok, now=1_795_000_600)
+    assert code == 0 and "4 of 4 repositories restored and checked" in text
+    assert "finished 2026-11-18" in text and "(10 min ago)" in text
+    for c in spec.clients(m):
+        assert f"  {c} " in text
+
+    bad = _status(**{c: {} for c in spec.clients(m) if c != "lists"},
+                  lists={"ok": False, "error": "borg check failed (1): segment 12 damaged", "files": 0})
+    text, code = restore_drill.report(m, bad, now=1_795_000_600)
+    assert code == 1 and "3 of 4" in text and "FAILED: lists" in text and "segment 12 damaged" in text
+
+    missing = _status(**{c: {} for c in spec.clients(m) if c != "bw1"})
+    text, code = restore_drill.report(m, missing, now=1_795_000_600)
+    assert code == 1 and "bw1" in text and "MISSING" in text
+
+    text, code = restore_drill.report(m, None)
+    assert code == 2 and "No restore drill has run on backup1" in text
+
+
+def test_ops_dispatches_restore_drill_and_it_explains_itself(capsys):
+    from ops.__main__ import main
+
+    with pytest.raises(SystemExit) as exc:
+        main(["restore-drill", "--help"])
+    assert exc.value.code == 0 and "--stack" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        restore_drill.main(["restore", "--help"])
+    assert "--from" in capsys.readouterr().out
