@@ -16,7 +16,6 @@ import re
 import shlex
 import subprocess
 import sys
-import time
 from functools import lru_cache
 from pathlib import Path
 
