@@ -13,6 +13,7 @@ import base64
 import copy
 import json
 import re
+import select
 import shlex
 import subprocess
 import sys
@@ -462,7 +463,11 @@ def test_the_pack_serves_its_policies_as_the_engine_starts_it():
     # `pulumi preview --policy-pack policy` runs `python __main__.py` in policy/ and reads a port on stdout.
     proc = subprocess.Popen([sys.executable, "__main__.py"], cwd=ROOT / "policy", stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
-        port = int(proc.stdout.readline())
+        ready, _, _ = select.select([proc.stdout], [], [], 60)
+        assert ready, "the pack printed no port within 60 s"
+        line = proc.stdout.readline()
+        assert line.strip().isdigit(), (line, proc.stderr.read() if proc.poll() is not None else "")
+        port = int(line)
         with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
             info = analyzer_pb2_grpc.AnalyzerStub(channel).GetAnalyzerInfo(empty_pb2.Empty(), timeout=10)
         assert info.name == "hypha-infra"
