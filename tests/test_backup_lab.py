@@ -6,6 +6,7 @@ Runs in file order on one lab (module fixture): the tests build on each other's 
 
 from __future__ import annotations
 
+import concurrent.futures
 import json
 import re
 import shlex
@@ -75,10 +76,12 @@ def ctx():
     with Lab(PREFIX, lab_hosts(), front=str(FRONT), lan=str(LAN)) as lab:
         p = prepare(lab)
         c = Ctx(lab, p.ls, p.first, p.database, timings=p.timings, sizes=p.sizes)
-        for client in CLIENTS:
-            r, seconds = c.start(client, f"{rb.CLIENT_UNIT}.service")
+        # Both clients at once, as at night (the timer spreads them, but they do overlap).
+        with concurrent.futures.ThreadPoolExecutor(len(CLIENTS)) as pool:
+            done = dict(zip(CLIENTS, pool.map(lambda h: c.start(h, f"{rb.CLIENT_UNIT}.service"), CLIENTS)))
+        for client, (r, seconds) in done.items():
             assert r.returncode == 0, c.journal(client, rb.CLIENT_UNIT)
-            c.timings[f"first backup {client}"] = seconds
+            c.timings[f"first backup {client} (both at once)"] = seconds
         yield c
 
 
