@@ -5,13 +5,13 @@ PY    := $(VENV)/bin/python
 # Debian packages the tests use: the checkers of what we render (cloud-init schema, sshd -t,
 # nft -c, visudo, wg-quick, shellcheck) and the lab hosts (systemd-nspawn over an overlay of /,
 # so every package a lab host runs must be installed here; wireguard-go as there is no kernel module),
-# the web edge's end-to-end lab (pebble as the ACME CA, dig, testssl.sh), backups (borg, borgmatic)
-# and monitoring (Prometheus with promtool, Alertmanager with amtool, blackbox_exporter).
+# the web edge's end-to-end lab (pebble as the ACME CA, dig, testssl.sh), backups (borg, borgmatic,
+# rsync for the offsite copy, PostgreSQL for the dump hook) and monitoring (Prometheus with promtool, Alertmanager with amtool, blackbox_exporter).
 APT_PACKAGES := cloud-init openssh-server openssh-client python3-venv shellcheck nftables sudo \
   wireguard-tools wireguard-go systemd-container iproute2 prometheus-node-exporter \
   unattended-upgrades systemd-timesyncd util-linux nginx bind9-utils \
   bind9 certbot openssl pebble dnsutils testssl.sh \
-  borgbackup borgmatic prometheus prometheus-alertmanager prometheus-blackbox-exporter
+  borgbackup borgmatic rsync postgresql prometheus prometheus-alertmanager prometheus-blackbox-exporter
 
 .PHONY: setup plan test bench docs lab drift
 
@@ -19,6 +19,8 @@ setup:
 	@if command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
 	  missing=$$(for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
 	  if [ -n "$$missing" ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; fi; \
+	  : "every lab host runs its own systemd, and the kernel's default 128 inotify instances run out"; \
+	  [ "$$(sysctl -n fs.inotify.max_user_instances)" -ge 1024 ] || sysctl -qw fs.inotify.max_user_instances=1024; \
 	else echo "not root or no apt: install these Debian packages yourself: $(APT_PACKAGES)"; fi
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --disable-pip-version-check -r requirements.txt
@@ -33,6 +35,7 @@ bench:
 	$(PY) bench/plan_scale.py
 	$(PY) bench/converge.py
 	$(PY) bench/drift_scale.py
+	$(PY) bench/backup.py
 
 # Does every host still hold what the code renders? KEY: the deploy key (default $$HYPHA_DEPLOY_KEY_FILE).
 drift:

@@ -22,6 +22,9 @@ from spec import derive
 from spec.model import Stack
 
 CONNECT_TIMEOUT = 10.0
+# Opening a channel on a live connection: quick on a quiet host, but with several labs sharing two
+# cores, sshd's answer took over 10 s in a full test run.
+CHANNEL_TIMEOUT = 30.0
 # Like the Pulumi command provider's dial_error_limit: a host whose sshd is (re)starting (first
 # boot, a converge that restarted it) drops the connection; dial again for a while.
 DIAL_RETRY_SECONDS = 30.0
@@ -105,7 +108,7 @@ class Session:
 
     def run(self, command: str, stdin: Optional[str] = None, timeout: float = 300.0) -> Result:
         started = time.monotonic()
-        chan = self.client.get_transport().open_session(timeout=CONNECT_TIMEOUT)
+        chan = self.client.get_transport().open_session(timeout=CHANNEL_TIMEOUT)
         chan.settimeout(timeout)
         chan.exec_command(command)
         if stdin is not None:
