@@ -13,7 +13,7 @@ from pydantic import Field, field_validator
 
 from .base import _Model
 from .errors import Problem
-from .keys import KeyError_, parse_public_key
+from .keys import check_public_key
 
 # borgmatic's dump hook per engine (borgmatic 1.7 config key under `hooks:`).
 DUMP_HOOKS = {"postgresql": "postgresql_databases", "mysql": "mysql_databases", "mariadb": "mysql_databases"}
@@ -46,14 +46,7 @@ class Offsite(_Model):
     )
     schedule: str = Field(default="*-*-* 05:30", description="When the copy runs (systemd calendar event, on the target).")
 
-    @field_validator("host_key")
-    @classmethod
-    def _host_key(cls, v: str) -> str:
-        try:
-            parse_public_key(v)
-        except KeyError_ as exc:
-            raise ValueError(str(exc)) from None
-        return v
+    _host_key = field_validator("host_key")(check_public_key)
 
 
 class ImageBackups(_Model):

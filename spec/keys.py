@@ -91,3 +91,9 @@ def parse_public_key(text: str) -> PublicKey:
                 "generate one with `ssh-keygen -t ed25519`"
             )
     return PublicKey(ktype, b64, comment)
+
+
+def check_public_key(text: str) -> str:
+    """A field validator: `text` must be one public key line we accept (raises KeyError_, a ValueError)."""
+    parse_public_key(text)
+    return text

@@ -18,7 +18,7 @@ from .base import _check_each, _Model, check_domain
 from .backup import Backup, Database
 from .dns import Dns
 from .monitoring import Monitoring
-from .keys import KeyError_, parse_public_key
+from .keys import check_public_key, parse_public_key
 
 # Roles a host can carry. Later issues give each one its files under templates/<role>/.
 HOST_ROLES = (
@@ -178,14 +178,7 @@ class Deploy(_Model):
         description="Address of the deployment server, the one place the deploy key is accepted from at the gateway."
     )
 
-    @field_validator("public_key")
-    @classmethod
-    def _key(cls, v: str) -> str:
-        try:
-            parse_public_key(v)
-        except KeyError_ as exc:
-            raise ValueError(str(exc)) from None
-        return v
+    _public_key = field_validator("public_key")(check_public_key)
 
 
 class Access(_Model):
