@@ -10,7 +10,8 @@ import pulumi_proxmoxve as pve  # noqa: E402
 
 from components.config import deploy_private_key, proxmox_api_token, stack_from_config  # noqa: E402
 from components.gateway import Gateway, GatewayArgs  # noqa: E402
-from components.backup import image_backups, offsite_public_key  # noqa: E402
+from components import monitoring  # noqa: E402
+from components.backup import Backups  # noqa: E402
 from components.late import late_values  # noqa: E402
 from components.host_bootstrap import HostBootstrap, HostBootstrapArgs  # noqa: E402
 from components.proxmox_vm import ProxmoxVm, ProxmoxVmArgs  # noqa: E402
@@ -45,15 +46,18 @@ for name in sorted(stack.hosts):
     if name not in vms:
         vms[name] = ProxmoxVm(name, ProxmoxVmArgs(stack, name, pool.pool_id), with_provider)
 
-# Whole-VM images on the Proxmox side, besides borg inside the VMs.
-image_backups(stack, vms, with_provider)
+# Whole-VM images on the Proxmox side, besides borg inside the VMs; and the borg secrets.
+backups = Backups(stack, vms, with_provider)
 # The offsite server's operator puts this in its authorized_keys (README, Backups).
-offsite_key = offsite_public_key(stack, with_provider)
+offsite_key = backups.offsite_public_key()
 if offsite_key is not None:
     pulumi.export("backup_offsite_public_key", offsite_key)
 
 # Secrets and keys the scripts ask for by name, each made once (components/late.py).
-late = late_values(stack, [n for s in scripts.values() for n in late_names(s)], with_provider)
+late = late_values(
+    [n for s in scripts.values() for n in late_names(s)],
+    {"borg": backups.late_value, "monitoring": lambda name: monitoring.late_value(stack, name)},
+)
 
 # Every host converged over SSH through the gateway, once its VM exists.
 deploy_key = deploy_private_key()

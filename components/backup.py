@@ -72,43 +72,22 @@ class Backups(pulumi.ComponentResource):
         return self._passphrases[client]
 
 
-# One Backups component per program run (mockrun runs the program many times in one process).
-_current: list[tuple[pulumi.ResourceOptions, Backups]] = []
+    def late_value(self, name: str) -> pulumi.Output[str]:
+        """The value behind a `borg/...` placeholder, always a Pulumi secret (public keys excepted)."""
+        parts = name.split("/")
+        clients = spec.clients(self.stack)
+        if len(parts) == 3 and parts[1] == "passphrase" and parts[2] in clients:
+            return pulumi.Output.secret(self.passphrase(parts[2]).result)
+        if len(parts) == 3 and parts[1] == "ssh-key" and parts[2] in clients:
+            return pulumi.Output.secret(self.key(parts[2]).private_key_openssh)
+        if len(parts) == 3 and parts[1] == "ssh-pubkey" and parts[2] in clients:
+            return self.key(parts[2]).public_key_openssh.apply(lambda s: s.strip())
+        if name == "borg/offsite/ssh-key":
+            return pulumi.Output.secret(self.key("offsite").private_key_openssh)
+        raise KeyError(f"late value {name!r} is not made by components/backup.py")
 
-
-def _component(stack: Stack, opts: pulumi.ResourceOptions) -> Backups:
-    for o, comp in _current:
-        if o is opts:
-            return comp
-    comp = Backups(stack, {}, opts)
-    _current.append((opts, comp))
-    return comp
-
-
-def image_backups(stack: Stack, vms: dict, opts: pulumi.ResourceOptions) -> None:
-    """The stack's Proxmox image backup job: every VM of the stack, schedule and prune from `backup.images`."""
-    _current.clear()
-    _current.append((opts, Backups(stack, vms, opts)))
-
-
-def late_value(stack: Stack, name: str, opts: pulumi.ResourceOptions) -> pulumi.Output[str]:
-    """The value behind a `borg/...` placeholder, always a Pulumi secret."""
-    parts = name.split("/")
-    comp = _component(stack, opts)
-    clients = spec.clients(stack)
-    if len(parts) == 3 and parts[1] == "passphrase" and parts[2] in clients:
-        return pulumi.Output.secret(comp.passphrase(parts[2]).result)
-    if len(parts) == 3 and parts[1] == "ssh-key" and parts[2] in clients:
-        return pulumi.Output.secret(comp.key(parts[2]).private_key_openssh)
-    if len(parts) == 3 and parts[1] == "ssh-pubkey" and parts[2] in clients:
-        return comp.key(parts[2]).public_key_openssh.apply(lambda s: s.strip())
-    if name == "borg/offsite/ssh-key":
-        return pulumi.Output.secret(comp.key("offsite").private_key_openssh)
-    raise KeyError(f"late value {name!r} is not made by components/backup.py")
-
-
-def offsite_public_key(stack: Stack, opts: pulumi.ResourceOptions) -> Optional[pulumi.Output[str]]:
-    """The public half of the target's offsite key (for the offsite server's authorized_keys), if any."""
-    if stack.backup is None or stack.backup.offsite is None or not spec.clients(stack):
-        return None
-    return _component(stack, opts).key("offsite").public_key_openssh.apply(lambda s: s.strip())
+    def offsite_public_key(self) -> Optional[pulumi.Output[str]]:
+        """The public half of the target's offsite key (for the offsite server's authorized_keys), if any."""
+        if self.stack.backup is None or self.stack.backup.offsite is None or not spec.clients(self.stack):
+            return None
+        return self.key("offsite").public_key_openssh.apply(lambda s: s.strip())

@@ -2,27 +2,20 @@
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import Callable, Mapping
 
 import pulumi
 
-from spec.model import Stack
-
-from . import backup, monitoring
-
 # A late value's name starts with the part of the program that makes it: `borg/...`, `monitoring/...`.
-MAKERS: dict[str, Callable[[Stack, str, pulumi.ResourceOptions], pulumi.Output[str]]] = {
-    "borg": backup.late_value,
-    "monitoring": monitoring.late_value,
-}
+Maker = Callable[[str], pulumi.Output[str]]
 
 
-def late_values(stack: Stack, names: list[str], opts: pulumi.ResourceOptions) -> dict[str, pulumi.Output[str]]:
-    """One Output per name, each made once however many hosts need it."""
+def late_values(names: list[str], makers: Mapping[str, Maker]) -> dict[str, pulumi.Output[str]]:
+    """One Output per name, each made once however many hosts need it, by the maker of its prefix."""
     out = {}
     for name in sorted(set(names)):
         prefix = name.split("/", 1)[0]
-        if prefix not in MAKERS:
-            raise KeyError(f"late value {name!r}: nothing makes values named {prefix}/...; add a maker to components/late.py")
-        out[name] = MAKERS[prefix](stack, name, opts)
+        if prefix not in makers:
+            raise KeyError(f"late value {name!r}: nothing makes values named {prefix}/...; add a maker in __main__.py")
+        out[name] = makers[prefix](name)
     return out

@@ -21,7 +21,7 @@ def _secret(key: str) -> pulumi.Output[str]:
     return pulumi.Config(PROJECT).require_secret(key)
 
 
-def late_value(stack: Stack, name: str, opts: pulumi.ResourceOptions) -> pulumi.Output[str]:
+def late_value(stack: Stack, name: str) -> pulumi.Output[str]:
     """The value behind a `monitoring/...` placeholder, as it goes into the file (YAML-quoted where
     it lands in YAML). Every one stays a Pulumi secret."""
     r = render_monitoring
