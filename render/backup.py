@@ -66,6 +66,11 @@ def late_names_for(stack: Stack, host: str) -> list[str]:
     return []
 
 
+def target_unit(job: str) -> str:
+    """The systemd unit (service and timer) of one of the target's jobs (prune, offsite, drill, metrics)."""
+    return f"hypha-borg-{job}"
+
+
 def repository_url(stack: Stack, client: str) -> str:
     target = spec.target_name(stack)
     return f"ssh://{BORG_USER}@{stack.hosts[target].lan_ip}{spec.repository(stack, client)}"
@@ -238,7 +243,7 @@ def backup_target(stack: Stack, host: str, plan: HostPlan) -> None:
     for job, what in TARGET_JOBS.items():
         if job == "offsite" and b.offsite is None:
             continue
-        unit = f"hypha-borg-{job}"
+        unit = target_unit(job)
         plan.files += [
             ManagedFile(f"/etc/systemd/system/{unit}.service",
                         render("backup_target/job.service.j2", job=job, what=what, tool=TARGET_TOOL, config=TARGET_CONFIG)),

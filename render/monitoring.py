@@ -245,10 +245,17 @@ def _yaml_list(items: list, indent: int) -> str:
 
 
 def rules(stack: Stack) -> str:
-    """The alert rules: the same for every stack (thresholds above); `stack` kept for symmetry with the other files."""
+    """The alert rules: thresholds above; the backup clients (who must report) come from the catalog."""
+    from spec import backup as backup_spec
+
+    from . import backup
+
     return render(
         "monitoring/rules.yml.j2",
         m=metrics,
+        clients=backup_spec.clients(stack) if stack.backup is not None else [],
+        client_unit=backup.CLIENT_UNIT,
+        drill_unit=backup.target_unit("drill"),
         backup_max_age=BACKUP_MAX_AGE_HOURS * 3600,
         backup_hours=BACKUP_MAX_AGE_HOURS,
         drill_max_age=DRILL_MAX_AGE_HOURS * 3600,

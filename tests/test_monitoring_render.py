@@ -128,7 +128,7 @@ def test_prometheus_config_passes_promtool_check_config_with_its_rules(tmp_path,
         [_need("promtool", "prometheus"), "check", "config", str(files[mr.PROMETHEUS_CONFIG])], capture_output=True, text=True
     )
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "SUCCESS: 1 rule files found" in result.stdout and "11 rules found" in result.stdout
+    assert "SUCCESS: 1 rule files found" in result.stdout and "14 rules found" in result.stdout
 
 
 def test_promtool_check_config_would_catch_a_broken_config(tmp_path):
@@ -307,7 +307,8 @@ def test_every_issue_alert_exists_and_waits_says_what_and_what_to_do():
     rules = _rules()
     assert [r["alert"] for r in rules] == [
         "InstanceDown", "CpuSaturated", "MemoryPressure", "DiskSpaceLow", "InodesLow", "DiskWritesSustained",
-        "SystemdUnitFailed", "BackupTooOld", "RestoreDrillTooOld", "ProbeFailing", "CertificateExpiringSoon",
+        "SystemdUnitFailed", "BackupTooOld", "RestoreDrillTooOld", "RestoreDrillFailed", "BackupNeverReported",
+        "RestoreDrillNeverReported", "ProbeFailing", "CertificateExpiringSoon",
     ]
     for r in rules:
         assert re.fullmatch(r"[0-9]+[smh]", r["for"]), r["alert"]
@@ -320,6 +321,18 @@ def test_backup_alerts_read_the_metrics_the_backup_role_writes():
     assert metrics.BACKUP_LAST_SUCCESS in exprs["BackupTooOld"] and f"> {26 * 3600}" in exprs["BackupTooOld"]
     assert metrics.DRILL_LAST_SUCCESS in exprs["RestoreDrillTooOld"] and f"> {26 * 3600}" in exprs["RestoreDrillTooOld"]
     assert f"< {14 * 86400}" in exprs["CertificateExpiringSoon"]
+    assert metrics.DRILL_OK in exprs["RestoreDrillFailed"]
+
+
+def test_every_backup_client_in_the_catalog_must_report_even_before_its_first_backup():
+    """A new data host whose backups never ran has no timestamp to age: the catalog says it must report."""
+    from spec import backup
+
+    stack = model("prod")
+    exprs = {r["alert"]: r["expr"] for r in _rules()}
+    for alert in ("BackupNeverReported", "RestoreDrillNeverReported"):
+        hosts = re.search(r'host=~"([^"]+)"', exprs[alert]).group(1).split("|")
+        assert hosts == backup.clients(stack) and "dns" not in hosts, alert
 
 
 def _unit_tests(tmp_path: Path, rules_text: str) -> subprocess.CompletedProcess:
