@@ -268,6 +268,10 @@ def _check_services(hosts: dict[str, Host], declared_hosts: set[str], services: 
             if key in port_owner:
                 add(f"{p}.port", f"{s.port} on {s.host} is already used by services.{port_owner[key]}")
             port_owner.setdefault(key, name)
+        if s.public and s.reach != "lan":
+            add(f"{p}.reach", "a public service is reached through the reverse proxy; remove `reach` or set `public: false`")
+        if s.reach == "vpn" and s.port is None:
+            add(f"{p}.reach", "only a service with a port can be limited to the VPN; give it a `port` or remove `reach`")
         if s.public and not s.domains:
             add(f"{p}.domains", "a public service needs at least one domain")
         if s.public and not has_proxy:

@@ -103,6 +103,11 @@ def inbound_rules(stack: Stack, host: str) -> list[Rule]:
         if svc.public:
             for p in proxies:
                 rules.append(Rule("tcp", svc.port, f"{stack.hosts[p].lan_ip}/32", f"{name} from proxy {p}"))
+        elif svc.reach == "vpn":
+            # VPN traffic enters the LAN masqueraded to the gateway's address.
+            rules.append(Rule("tcp", svc.port, f"{gateway(stack).lan_ip}/32", f"{name} from the vpn (via the gateway)"))
+            for mon in hosts_with_role(stack, "monitoring"):
+                rules.append(Rule("tcp", svc.port, f"{stack.hosts[mon].lan_ip}/32", f"{name} probe from {mon}"))
         else:
             rules.append(Rule("tcp", svc.port, str(stack.network.lan_cidr), f"{name} on the LAN"))
     # What the backup and monitoring sections open (borg over SSH from clients, probes, UIs).

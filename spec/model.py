@@ -209,6 +209,10 @@ class Service(_Model):
     domains: list[str] = Field(default_factory=list, description="DNS names it answers on; the first is canonical.")
     port: Optional[int] = Field(default=None, ge=1, le=65535, description="Upstream TCP port on the host; none for a static site.")
     public: bool = Field(default=False, description="Published through the reverse proxy to the internet (else LAN/VPN only).")
+    reach: Literal["lan", "vpn"] = Field(
+        default="lan",
+        description="Who reaches a service that is not public: `lan` (every host on the LAN) or `vpn` (people over the VPN only, i.e. from the gateway, plus the monitoring host's probe).",
+    )
     data_paths: list[str] = Field(default_factory=list, description="Directories with the service's state (backed up, makes the host hold data).")
     health_path: str = Field(default="/", description="HTTP path that answers 2xx when the service is healthy.")
     shortlinks: bool = Field(

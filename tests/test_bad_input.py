@@ -422,6 +422,24 @@ CASES = [
         "served by the proxy itself; remove the port",
     ),
     case(
+        "a-public-service-limited-to-the-vpn",
+        setting("services.loomio.reach", "vpn"),
+        "services.loomio.reach",
+        "reached through the reverse proxy",
+    ),
+    case(
+        "a-vpn-only-service-without-a-port",
+        both(setting("services.www.public", False), setting("services.www.reach", "vpn"), setting("services.www.port", None)),
+        "services.www.reach",
+        "only a service with a port",
+    ),
+    case(
+        "reach-is-neither-lan-nor-vpn",
+        setting("services.prometheus.reach", "internet"),
+        "services.prometheus.reach",
+        "'lan' or 'vpn'",
+    ),
+    case(
         "shortlinks-on-a-host-without-the-proxy",
         setting("services.link.host", "bw1"),
         "services.link.host",

@@ -266,9 +266,17 @@ def test_service_ports_come_from_the_catalog():
     assert {"proto": "tcp", "dport": "3000", "source": f"{proxy_ip}/32"}.items() <= next(
         x for x in rules if x["dport"] == "3000"
     ).items()
-    # Staging's Prometheus is internal (prod publishes it behind a login, monitoring.ui: proxy).
-    internal = next(x for x in child(run("staging"), "monitor1", FW_RULES).inputs["rules"] if x["dport"] == "9090")
-    assert internal["source"] == str(model("staging").network.lan_cidr)
+    # Staging's Prometheus is for people on the VPN (`reach: vpn`): from the gateway, where VPN
+    # traffic enters the LAN, and from the monitoring host's own probe; not from the other VMs.
+    # (Prod publishes it behind a login, monitoring.ui: proxy.)
+    s = model("staging")
+    ui = [x for x in child(run("staging"), "monitor1", FW_RULES).inputs["rules"] if x["dport"] == "9090"]
+    assert sorted(x["source"] for x in ui) == sorted(f"{s.hosts[h].lan_ip}/32" for h in ("gateway", "monitor1"))
+    # A service left at the default `reach: lan` is open to the whole LAN.
+    raw_lan = raw("staging")
+    raw_lan["services"]["prometheus"].pop("reach")
+    lan = [x for x in child(run_stack("staging", raw_lan), "monitor1", FW_RULES).inputs["rules"] if x["dport"] == "9090"]
+    assert str(s.network.lan_cidr) in [x["source"] for x in lan]
     assert {x["dport"] for x in child(r, "web1", FW_RULES).inputs["rules"] if "source" not in x} == {"80", "443"}
 
 
