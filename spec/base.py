@@ -1,14 +1,15 @@
-"""What every config model shares: strict models, domain names, per-item list errors."""
+"""What every config model shares: strict models, domain names, email addresses, patterns, per-item list errors."""
 
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import Any, Callable
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
 _LABEL = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$")
+_EMAIL = re.compile(r"^[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]+@[^@\s]+$")
 
 
 def check_domain(value: str) -> str:
@@ -26,6 +27,26 @@ def check_domain(value: str) -> str:
     if labels[-1].isdigit():
         raise ValueError(f"{value!r} is not a valid domain name (the top-level label is numeric)")
     return value
+
+
+def check_email(value: str) -> str:
+    """An address `name@domain`, its domain a valid DNS name."""
+    if not isinstance(value, str) or not _EMAIL.match(value):
+        raise ValueError(f"{value!r} is not an email address (write it as name@example.org)")
+    check_domain(value.rpartition("@")[2])
+    return value
+
+
+def matching(pattern: str, problem: str) -> Callable[[str], str]:
+    """A field validator: the value must match `pattern`, else `'<value>' <problem>`."""
+    compiled = re.compile(pattern)
+
+    def check(value: str) -> str:
+        if not compiled.match(value):
+            raise ValueError(f"{value!r} {problem}")
+        return value
+
+    return check
 
 
 def validation_error(title: str, errors: list[tuple[tuple, str, Any]]) -> ValidationError:

@@ -18,7 +18,7 @@ from cryptography.hazmat.primitives.serialization import load_der_public_key
 from pydantic import Field, ValidationError, field_validator, model_validator
 
 from .errors import ConfigError, Problem, problems_from
-from .base import _check_each, _Model, check_domain, validation_error
+from .base import _check_each, _Model, check_domain, check_email, validation_error
 
 if TYPE_CHECKING:  # the stack model holds a Dns; only names from it are needed here
     from .model import Host, Network, Service, Site, Stack
@@ -31,7 +31,6 @@ _HOST_NAME = re.compile(r"^[a-z]([a-z0-9-]{0,61}[a-z0-9])?$")
 # _dmarc or _github-challenge-hypha-org).
 _OWNER_LABEL = re.compile(r"^(?!-)[a-z0-9_-]{1,63}(?<!-)$")
 _SELECTOR_LABEL = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$")
-_EMAIL = re.compile(r"^[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]+@[^@\s]+$")
 # RFC 7208 section 4.6.4: at most 10 mechanisms that cost a DNS lookup (`mx` and each include).
 SPF_MAX_LOOKUPS = 10
 # RFC 8301: verifiers must not accept RSA keys under 1024 bits.
@@ -50,16 +49,6 @@ def check_mail_domain(value: str) -> str:
             "digits, - and _)"
         )
     return value
-
-
-def _check_email(value: str) -> str:
-    if not isinstance(value, str) or not _EMAIL.match(value):
-        raise ValueError(f"{value!r} is not an email address (write it as name@example.org)")
-    check_domain(value.rpartition("@")[2])
-    return value
-
-
-
 
 
 class MxHost(_Model):
@@ -189,7 +178,7 @@ class Dmarc(_Model):
     @classmethod
     def _rua(cls, addresses: list[str]) -> list[str]:
         def check(a: str) -> None:
-            _check_email(a.removeprefix("mailto:") if isinstance(a, str) else a)
+            check_email(a.removeprefix("mailto:") if isinstance(a, str) else a)
             if a.startswith("mailto:"):
                 raise ValueError(f"{a!r} starts with mailto:; write the address alone ({a.removeprefix('mailto:')})")
 
@@ -284,7 +273,7 @@ class Dns(_Model):
     @field_validator("soa_email")
     @classmethod
     def _soa_email(cls, v: Optional[str]) -> Optional[str]:
-        return None if v is None else _check_email(v)
+        return None if v is None else check_email(v)
 
     @field_validator("caa_issuers", mode="before")
     @classmethod
@@ -307,7 +296,7 @@ class Dns(_Model):
         if v is None:
             return v
         if v.startswith("mailto:"):
-            _check_email(v.removeprefix("mailto:"))
+            check_email(v.removeprefix("mailto:"))
         elif not re.match(r"^https://[a-z0-9.-]+(:\d+)?(/[\x21-\x7e]*)?$", v) or '"' in v:
             raise ValueError(f"{v!r} is not a mailto: or https:// URL (e.g. mailto:hostmaster@hypha.coop)")
         return v

@@ -9,12 +9,11 @@ from __future__ import annotations
 import base64
 import binascii
 import ipaddress
-import re
 from typing import Literal, Optional, Union
 
 from pydantic import BaseModel, Field, field_validator
 
-from .base import _check_each, _Model, check_domain
+from .base import _check_each, _Model, check_domain, matching
 from .backup import Backup, Database
 from .dns import Dns
 from .monitoring import Monitoring
@@ -86,12 +85,9 @@ class Proxmox(_Model):
     default_datastore: str = Field(description="Storage pool for VM disks unless a host names its own.")
     nodes: dict[str, Node] = Field(description="The cluster's nodes by name; one entry for a single server.")
 
-    @field_validator("endpoint")
-    @classmethod
-    def _endpoint(cls, v: str) -> str:
-        if not re.match(r"^https://[^/\s]+(:\d+)?/?$", v):
-            raise ValueError(f"{v!r} is not an https:// API address (e.g. https://kvm1.example.org:8006/)")
-        return v
+    _endpoint = field_validator("endpoint")(
+        matching(r"^https://[^/\s]+(:\d+)?/?$", "is not an https:// API address (e.g. https://kvm1.example.org:8006/)")
+    )
 
 
 class PublicNetwork(_Model):
@@ -164,12 +160,9 @@ class Tls(_Model):
         description="PEM of the CA behind the ACME server's own HTTPS; only for a private ACME server such as pebble.",
     )
 
-    @field_validator("acme_directory")
-    @classmethod
-    def _directory(cls, v: str) -> str:
-        if not re.match(r"^https://[^/\s]+/\S*$", v):
-            raise ValueError(f"{v!r} is not an https:// ACME directory URL (e.g. https://acme-v02.api.letsencrypt.org/directory)")
-        return v
+    _directory = field_validator("acme_directory")(
+        matching(r"^https://[^/\s]+/\S*$", "is not an https:// ACME directory URL (e.g. https://acme-v02.api.letsencrypt.org/directory)")
+    )
 
 
 class Deploy(_Model):

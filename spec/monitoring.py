@@ -7,7 +7,7 @@ from typing import Literal, Optional
 
 from pydantic import Field, field_validator
 
-from .base import _Model
+from .base import _check_each, _Model, check_email, matching
 from .errors import Problem
 
 # Where the monitoring host's daemons listen. Prometheus and Alertmanager on its LAN address (the
@@ -53,13 +53,7 @@ def inbound_rules(stack, host: str) -> list:
     ]
 
 
-_DURATION = re.compile(r"^[0-9]+(ms|s|m|h|d)$")
-
-
-def _duration(v: str) -> str:
-    if not _DURATION.match(v):
-        raise ValueError(f"{v!r} is not a duration such as 30s, 5m or 4h")
-    return v
+_duration = matching(r"^[0-9]+(ms|s|m|h|d)$", "is not a duration such as 30s, 5m or 4h")
 
 
 class Email(_Model):
@@ -72,20 +66,14 @@ class Email(_Model):
     )
     require_tls: bool = Field(default=True, description="Refuse to send without STARTTLS.")
 
-    @field_validator("smarthost")
-    @classmethod
-    def _hostport(cls, v: str) -> str:
-        if not re.match(r"^[A-Za-z0-9.-]+:[0-9]{1,5}$", v):
-            raise ValueError(f"{v!r} is not host:port (e.g. smtp.example.org:587)")
-        return v
+    _hostport = field_validator("smarthost")(
+        matching(r"^[A-Za-z0-9.-]+:[0-9]{1,5}$", "is not host:port (e.g. smtp.example.org:587)")
+    )
 
     @field_validator("to")
     @classmethod
     def _addresses(cls, v: list[str]) -> list[str]:
-        for a in v:
-            if not re.match(r"^[^@\s]+@[^@\s]+\.[^@\s]+$", a):
-                raise ValueError(f"{a!r} is not an email address")
-        return v
+        return _check_each("to", v, check_email)
 
 
 class Matrix(_Model):
@@ -113,12 +101,7 @@ class PveExporter(_Model):
     )
     version: str = Field(default="3.10.2", description="prometheus-pve-exporter release pip installs into /opt/prometheus-pve-exporter.")
 
-    @field_validator("version")
-    @classmethod
-    def _version(cls, v: str) -> str:
-        if not re.match(r"^[0-9]+(\.[0-9]+)*$", v):
-            raise ValueError(f"{v!r} is not a release number such as 3.10.2")
-        return v
+    _version = field_validator("version")(matching(r"^[0-9]+(\.[0-9]+)*$", "is not a release number such as 3.10.2"))
 
 
 class Monitoring(_Model):

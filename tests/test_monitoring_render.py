@@ -614,7 +614,7 @@ def test_ui_proxy_without_the_ui_services_is_refused_naming_the_fix():
         (lambda c: c["hosts"]["monitor1"].update(roles=["app"]), "monitoring: is set but no host has role `monitoring`"),
         (lambda c: c["hosts"]["bw1"]["roles"].append("monitoring"), "hosts: 2 hosts have role `monitoring`"),
         (lambda c: c["monitoring"].update(scrape_interval="30 seconds"), "monitoring.scrape_interval: '30 seconds' is not a duration"),
-        (lambda c: c["monitoring"]["email"].update(to=["infra"]), "monitoring.email.to: 'infra' is not an email address"),
+        (lambda c: c["monitoring"]["email"].update(to=["infra"]), "monitoring.email.to[0]: 'infra' is not an email address"),
         (lambda c: c["monitoring"].update(ui="public"), "monitoring.ui: 'public'"),
     ],
 )
