@@ -172,6 +172,17 @@ def _kill(pid: int, sig: int = signal.SIGKILL) -> None:
         pass
 
 
+def stop_process(proc: subprocess.Popen, grace: float = 10.0) -> None:
+    """Stop a process a test or the lab started, by its PID: SIGTERM, then SIGKILL after `grace` s."""
+    if proc.poll() is None:
+        _kill(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=grace)
+        except subprocess.TimeoutExpired:
+            _kill(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=grace)
+
+
 def _wait_gone(pids: Sequence[int], timeout: float) -> list[int]:
     """Wait (bounded) until the processes are gone; reap them when they are our children. Returns survivors."""
     deadline = time.monotonic() + timeout

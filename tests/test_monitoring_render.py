@@ -23,6 +23,7 @@ import bcrypt
 import pytest
 import yaml
 
+from ops.lab import stop_process
 from ops.mockrun import OFFLINE_SECRETS, run_stack
 from render import metrics
 from render import monitoring as mr
@@ -107,15 +108,6 @@ def _wait_http(url: str, seconds: float, proc: subprocess.Popen) -> None:
             time.sleep(0.1)
     raise RuntimeError(f"nothing answered {url} in {seconds} s")
 
-
-def _stop(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=10)
 
 
 # --- Prometheus: config, targets from the catalog ------------------------------------------------------
@@ -483,7 +475,7 @@ def test_an_instance_that_is_down_does_not_also_page_for_its_probes(tmp_path):
         # Grouped by alert and host: one notification per group, each with its own receiver.
         assert all(n["receiver"] == "page" and set(n["groupLabels"]) == {"alertname", "host"} for n in _Sink.received)
     finally:
-        _stop(am)
+        stop_process(am)
         sink.shutdown()
 
 
@@ -586,7 +578,7 @@ def test_behind_the_login_prometheus_refuses_visitors_and_lets_members_and_itsel
         assert status("alice", ALICE_PASSWORD) == 200
         assert status("prometheus", mr.scrape_password(HASHES)) == 200
     finally:
-        _stop(prom)
+        stop_process(prom)
 
 
 # --- bad config: refused with its key path and the fix -------------------------------------------------

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from ops.lab import Lab, available, layout
+from ops.lab import Lab, available, layout, stop_process
 from ops.labstack import boot_and_converge, lab_stack
 from ops.remote import converge
 from spec import derive
@@ -51,12 +51,7 @@ def vpn(tmp_path_factory):
                    "start": lambda: _start_member_tunnel(lab, ls, client, gw_public, tmp)}
         finally:
             for proc in _tunnels:
-                proc.terminate()
-                try:
-                    proc.wait(timeout=10)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait(timeout=10)
+                stop_process(proc)
             _tunnels.clear()
 
 

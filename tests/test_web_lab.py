@@ -9,7 +9,6 @@ import json
 import os
 import re
 import shutil
-import signal
 import socket
 import ssl
 import subprocess
@@ -20,7 +19,7 @@ from typing import Optional
 
 import pytest
 
-from ops.lab import HOST_ENV, Lab, available
+from ops.lab import HOST_ENV, Lab, available, stop_process
 from ops.labstack import (
     DKIM_SELECTOR,
     PEBBLE_MANAGEMENT_PORT,
@@ -134,19 +133,9 @@ def _start_pebble(ls: WebLabStack, tmp: Path) -> tuple[subprocess.Popen, Path]:
         _wait_port(ls.pebble_address, PEBBLE_PORT, 15, proc)
         _wait_port(ls.pebble_address, PEBBLE_MANAGEMENT_PORT, 15, proc)
     except RuntimeError as exc:
-        _stop(proc)
+        stop_process(proc)
         raise RuntimeError(f"pebble: {exc}\n{log.read_text(errors='replace')[-2000:]}") from None
     return proc, log
-
-
-def _stop(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        os.kill(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            os.kill(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=10)
 
 
 def _start_upstreams(lab: Lab) -> None:
@@ -187,7 +176,7 @@ def web(tmp_path_factory):
             first = boot_and_converge(lab, ls)
             yield Web(lab, ls, first, _pebble_root(ls), tmp)
         finally:
-            _stop(pebble)
+            stop_process(pebble)
             try:
                 lab.run("app", ["systemctl", "stop", *(f"fake-{n}" for n in UPSTREAMS)], check=False)
             except Exception:  # noqa: BLE001 - the host is gone anyway when the lab goes down
