@@ -226,6 +226,9 @@ def dial(conn: Connection, attempts: list[Attempt], sleep: Callable[[float], Non
     except ProviderError as exc:
         proxy.close()
         raise ProviderError(f"proxy: {exc}") from exc
+    except BaseException:  # cancelled: the provider's client goes with its process; ours must be closed
+        proxy.close()
+        raise
     return [proxy, target]
 
 

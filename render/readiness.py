@@ -9,17 +9,23 @@ fails at once: a host that answers before it accepts the deploy key is
 never reached. This probe re-dials instead, so by the time the provider dials, its first handshake is
 the one that succeeds.
 
-What "accepts the deploy key" proves on Debian 12 (cloud-init 22.4.2-1+deb12u4, openssh 1:9.2p1):
+What "accepts the deploy key" proves on Debian 12 (cloud-init 22.4.2-1+deb12u4, openssh 1:9.2p1-2,
+read from the installed packages):
 
-- cloud-init.service (the `init` stage: write_files, users_groups, ssh host keys) is ordered
-  `Before=sshd.service` (/lib/systemd/system/cloud-init.service), ssh.service's alias; so sshd first
-  starts with the accounts, the hardened drop-in and its host keys in place.
-- cloud-config.service's set_passwords then *restarts* sshd (cc_set_passwords.handle_ssh_pwauth: our
-  `ssh_pwauth: false` is written to a new sshd_config.d/50-cloud-init.conf, so `updated` is true and
-  ssh is restarted) -- the restart the issue names.
-- The deploy user's key file is written last, by write_files with `defer: true`, which
-  cloud-final.service's write-files-deferred module runs (render/cloud_init.py). cloud-final is
-  `After=cloud-config.service`, so once sshd accepts the deploy key, the set_passwords restart is over.
+- cloud-init.service (the `init` stage; /etc/cloud/cloud.cfg:35-50 runs write-files, users-groups and
+  ssh there) is `Before=sshd.service` (/lib/systemd/system/cloud-init.service:13), and sshd.service is
+  ssh.service (`Alias=sshd.service`, ssh.service:22; the enabled unit's symlink): so sshd first starts
+  with the accounts, the hardened drop-in and the host keys in place. An image that starts sshd
+  earlier (the lab's hosts do) is covered by the probe anyway.
+- cloud-config.service then runs set-passwords (cloud.cfg:58), which *restarts* sshd on first boot:
+  `ssh_pwauth: false` goes into a new sshd_config.d/50-cloud-init.conf (ssh_util.py:557-577, Debian's
+  sshd_config includes that directory), so `updated` is true and ssh is restarted
+  (cc_set_passwords.py:182-188) -- the restart the issue names. With ssh.service's KillMode=process
+  sessions already logged in survive it; a handshake queued on the listener does not.
+- The deploy user's key file is written last: write_files with `defer: true` (render/cloud_init.py)
+  is done by write-files-deferred in cloud-final.service (cloud.cfg:74), which is
+  `After=cloud-config.service` (cloud-final.service:3). So once sshd accepts the deploy key, the
+  set_passwords restart is over, and the provider's one handshake meets a settled sshd.
 
 So the probe's success means: sshd is up, the deploy key is accepted from the gateway (its from=
 option is checked on the probe too), and no cloud-init restart of sshd is still to come.
