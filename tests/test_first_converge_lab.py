@@ -159,3 +159,37 @@ def test_with_mains_order_the_same_boot_fails_for_good_on_the_one_channel(first)
     assert ready.stdout.endswith("after 0 s")
     fresh = pr.run(pr.Connection.from_inputs(pr.unwrap_secrets(cmds["h2-converge"].inputs)["connection"]), "id -un")
     assert fresh.stdout == "deploy" and fresh.attempts == []
+
+
+def _gateway_sshd_down_for(lab: Lab, seconds: float) -> threading.Timer:
+    """Stops the gateway's sshd now and starts it again after `seconds` (a gateway rebooting, say)."""
+    lab.run("gw", ["systemctl", "stop", "ssh.service"])
+    timer = threading.Timer(seconds, lambda: lab.run("gw", ["systemctl", "start", "ssh.service"]))
+    timer.start()
+    return timer
+
+
+def test_the_bastion_leg_keeps_its_own_explicit_budget_where_mains_default_gives_up_after_11_seconds(first):
+    lab, cmds = first["lab"], first["commands"]
+    registered = pr.unwrap_secrets(cmds["h1-converge"].inputs)["connection"]
+    assert registered["proxy"]["dialErrorLimit"] == 60
+    mains = {**registered, "proxy": {k: v for k, v in registered["proxy"].items() if k != "dialErrorLimit"}}
+    down = 15.0
+    for inputs, should_pass in ((registered, True), (mains, False)):
+        timer = _gateway_sshd_down_for(lab, down)
+        attempts: list[pr.Attempt] = []
+        started = time.monotonic()
+        try:
+            if should_pass:
+                assert pr.run(pr.Connection.from_inputs(inputs), "id -un", attempts=attempts).stdout == "deploy"
+                assert time.monotonic() - started >= down
+            else:
+                with pytest.raises(pr.ProviderError, match=r"^proxy: after 10 failed attempts: .*(refused|Errno)"):
+                    pr.run(pr.Connection.from_inputs(inputs), "id -un", attempts=attempts)
+                assert 11 <= time.monotonic() - started < down
+        finally:
+            timer.join()
+        assert attempts and {a.step for a in attempts} == {"Dial proxy"}
+        print(f"\nproxy limit {int(inputs['proxy'].get('dialErrorLimit', 10))}: {len(attempts)} failed dials "
+              f"of the bastion over {attempts[-1].at - attempts[0].at:.1f} s, then {'in' if should_pass else 'gave up'}")
+    lab.run("gw", ["systemctl", "is-active", "-q", "ssh.service"])
