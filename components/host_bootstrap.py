@@ -116,8 +116,10 @@ class HostBootstrap(pulumi.ComponentResource):
             add_previous_output_in_env=False,
             opts=pulumi.ResourceOptions(parent=self, depends_on=after),
         )
-        # No output of this component comes from the command's stdout: a `pulumi refresh` empties it
-        # (pulumi/pulumi-command#1377; 1.2.1 has no Read for Command, commandController.go), and the
-        # converge's log is in the deployment's own output anyway.
+        # No output of this component comes from the command's stdout: pulumi/pulumi-command#1377 reports
+        # a `pulumi refresh` emptying it on 1.2.1. By the source it should not (Command has no Read,
+        # commandController.go:31-92, so pulumi-go-provider v1.3.0 returns the stored state as is,
+        # infer/resource.go:1353-1361), but nothing here depends on which is right; the converge's
+        # log is in the deployment's own output anyway.
         self.script_sha256 = pulumi.Output.from_input(digest)
         self.register_outputs({"script_sha256": self.script_sha256})
