@@ -59,12 +59,21 @@ late = late_values(
     {"borg": backups.late_value, "monitoring": lambda name: monitoring.late_value(stack, name)},
 )
 
-# Every host converged over SSH through the gateway, once its VM exists.
+# Every host converged over SSH through the gateway, once its VM exists: the gateway first, then
+# each LAN host once the gateway has converged and the host's sshd accepts the deploy key.
 deploy_key = deploy_private_key()
+gateway_name = derive.gateway_name(stack)
 bootstraps = {
-    name: HostBootstrap(name, HostBootstrapArgs(stack, name, vms[name], deploy_key, scripts[name], late))
-    for name in sorted(stack.hosts)
+    gateway_name: HostBootstrap(
+        gateway_name, HostBootstrapArgs(stack, gateway_name, vms[gateway_name], deploy_key, scripts[gateway_name], late)
+    )
 }
+for name in sorted(stack.hosts):
+    if name != gateway_name:
+        bootstraps[name] = HostBootstrap(
+            name,
+            HostBootstrapArgs(stack, name, vms[name], deploy_key, scripts[name], late, gateway=bootstraps[gateway_name]),
+        )
 
 pulumi.export(
     "hosts",

@@ -10,11 +10,18 @@ import pulumi
 from pulumi_command import remote
 
 from render.converge import fill, late_names, script_digest
+from render.readiness import readiness_script
 from spec import derive
 from spec.model import Stack
 
-# A fresh VM needs a while before cloud-init has made the deploy user; keep dialling.
+# A fresh VM needs a while before cloud-init has made the deploy user; keep dialling. pulumi-command
+# 1.2.1 (provider/pkg/provider/remote/connection.go) waits 100 ms, x1.5 per try, at most 5 s
+# (pulumi sdk util/retry/until.go, used by dialWithRetry :150-187): 60 tries are ~260 s.
 DIAL_ERROR_LIMIT = 60
+# The bastion leg is dialled with the *proxy's* own limit (connection.go:209-215), default 10, ~11 s
+# (connection.go:32, proxyConnection.go:41), not the connection's: set it, so a gateway busy after its
+# own converge (sshd reloaded, nftables swapped) does not fail every LAN host at once.
+PROXY_DIAL_ERROR_LIMIT = 60
 
 
 @dataclass
@@ -29,6 +36,8 @@ class HostBootstrapArgs:
     """The host's converge script, rendered before any resource was registered."""
     late: Mapping[str, pulumi.Input[str]] = field(default_factory=dict)
     """Values the script's placeholders need (secrets, generated keys); see `render.host.late`."""
+    gateway: Optional["HostBootstrap"] = None
+    """The gateway's HostBootstrap: a LAN host's readiness probe and converge wait for it (required for them)."""
 
 
 class HostBootstrap(pulumi.ComponentResource):
@@ -36,8 +45,6 @@ class HostBootstrap(pulumi.ComponentResource):
 
     script_sha256: pulumi.Output[str]
     """sha256 of the converge script: the command's trigger."""
-    log: pulumi.Output[str]
-    """What the last converge printed."""
 
     def __init__(self, name: str, args: HostBootstrapArgs, opts: Optional[pulumi.ResourceOptions] = None):
         super().__init__("hypha:infra:HostBootstrap", name, None, opts)
@@ -45,7 +52,10 @@ class HostBootstrap(pulumi.ComponentResource):
         script = args.script
         digest = script_digest(script)
         user = derive.DEPLOY_USER
-        if host == derive.gateway_name(stack):
+        is_gateway = host == derive.gateway_name(stack)
+        if not is_gateway and args.gateway is None:
+            raise ValueError(f"{host}: a LAN host's HostBootstrap needs the gateway's (HostBootstrapArgs.gateway)")
+        if is_gateway:
             connection = remote.ConnectionArgs(
                 host=derive.gateway_address(stack), user=user, private_key=args.private_key,
                 dial_error_limit=DIAL_ERROR_LIMIT,
@@ -57,7 +67,8 @@ class HostBootstrap(pulumi.ComponentResource):
                 private_key=args.private_key,
                 dial_error_limit=DIAL_ERROR_LIMIT,
                 proxy=remote.ProxyConnectionArgs(
-                    host=derive.gateway_address(stack), user=user, private_key=args.private_key
+                    host=derive.gateway_address(stack), user=user, private_key=args.private_key,
+                    dial_error_limit=PROXY_DIAL_ERROR_LIMIT,
                 ),
             )
         stdin: pulumi.Input[str] = script
@@ -72,15 +83,43 @@ class HostBootstrap(pulumi.ComponentResource):
                     values.apply(lambda v: hashlib.sha256("\0".join(f"{k}={v[k]}" for k in sorted(v)).encode()).hexdigest())
                 )
             )
-        command = remote.Command(
+        # Order and readiness (render/readiness.py has the provider's and cloud-init's side of it): the
+        # gateway converges first; a LAN host's converge then waits for a probe, run on the gateway,
+        # that re-dials until the host's sshd accepts the deploy key. The provider's own retry through
+        # the bastion never re-dials after a failed handshake, so that one must not fail.
+        after: list[pulumi.Resource] = [args.vm]
+        if not is_gateway:
+            ready = remote.Command(
+                f"{name}-ready",
+                # Straight to the gateway: ssh.Dial re-dials on every try (connection.go:198-201).
+                connection=remote.ConnectionArgs(
+                    host=derive.gateway_address(stack), user=user, private_key=args.private_key,
+                    dial_error_limit=PROXY_DIAL_ERROR_LIMIT,
+                ),
+                create="sh -s",
+                stdin=readiness_script(stack, host),
+                # Probed again whenever the converge is about to run again.
+                triggers=[digest],
+                add_previous_output_in_env=False,
+                opts=pulumi.ResourceOptions(parent=self, depends_on=[args.vm, args.gateway]),
+            )
+            after += [args.gateway, ready]
+        remote.Command(
             f"{name}-converge",
             connection=connection,
             # The script arrives on stdin: nothing of it lands in a process list or a shell history.
             create="sudo -n sh -s",
             stdin=stdin,
             triggers=triggers,
-            opts=pulumi.ResourceOptions(parent=self, depends_on=[args.vm]),
+            # Otherwise a re-run sends the last converge's output back as PULUMI_COMMAND_STDOUT/STDERR
+            # (commandOutputs.go:51-71), which sshd refuses (no AcceptEnv): a warning on every update.
+            add_previous_output_in_env=False,
+            opts=pulumi.ResourceOptions(parent=self, depends_on=after),
         )
+        # No output of this component comes from the command's stdout: pulumi/pulumi-command#1377 reports
+        # a `pulumi refresh` emptying it on 1.2.1. By the source it should not (Command has no Read,
+        # commandController.go:31-92, so pulumi-go-provider v1.3.0 returns the stored state as is,
+        # infer/resource.go:1353-1361), but nothing here depends on which is right; the converge's
+        # log is in the deployment's own output anyway.
         self.script_sha256 = pulumi.Output.from_input(digest)
-        self.log = command.stdout
-        self.register_outputs({"script_sha256": self.script_sha256, "log": self.log})
+        self.register_outputs({"script_sha256": self.script_sha256})

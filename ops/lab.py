@@ -74,6 +74,14 @@ DISABLE = (
     "prometheus.service", "prometheus-alertmanager.service", "prometheus-blackbox-exporter.service",
     "borgmatic.timer",
 )
+# The parts of a VM's first boot a lab host runs, in the VM's order: cloud-init.service (init),
+# cloud-config.service's set_passwords, cloud-final.service's write_files_deferred.
+FIRST_BOOT_STAGES = (
+    ("init", "--local"),
+    ("init",),
+    ("single", "--name", "set_passwords", "--frequency", "always"),
+    ("single", "--name", "write_files_deferred", "--frequency", "always"),
+)
 # Enabled units a lab host keeps (besides systemd-* and targets).
 KEEP = ("ssh.service", "ssh.socket", "sshd.service")
 # Present on this machine because it is a Docker image, absent on a real VM.
@@ -854,12 +862,15 @@ class Lab:
 
     # -- description --------------------------------------------------------------------------------
 
-    def first_boot(self, host: str, user_data: str, timeout: float = 180.0) -> float:
+    def first_boot(self, host: str, user_data: str, timeout: float = 180.0, pause: float = 0.0,
+                   on_stage: Optional[Callable[[tuple], None]] = None) -> float:
         """What the VM's first boot does with its snippet: the real cloud-init, NoCloud datasource.
 
-        Runs the init stages (users, write_files, host keys) and set_passwords (which writes
-        cloud-init's own sshd drop-in), not the package stages: a lab host has no archive to
-        install from. Returns the seconds it took.
+        Runs the init stages (users, write_files, host keys), set_passwords (which writes
+        cloud-init's own sshd drop-in) and the final stage's deferred write_files (the deploy key),
+        in that order, not the package stages: a lab host has no archive to install from.
+        Returns the seconds it took. `pause` waits that long before each stage (a slow first boot);
+        `on_stage` is called after each with the stage's arguments.
         """
         started = time.monotonic()
         root = self.root_dir(host)
@@ -872,8 +883,12 @@ class Lab:
         (root / "etc/cloud/cloud.cfg.d/99-hypha-lab.cfg").write_text(
             "datasource_list: [NoCloud]\nnetwork: {config: disabled}\n"
         )
-        for stage in (["init", "--local"], ["init"], ["single", "--name", "set_passwords", "--frequency", "always"]):
+        for stage in FIRST_BOOT_STAGES:
+            if pause:
+                time.sleep(pause)
             self.run(host, ["cloud-init", *stage], timeout=timeout)
+            if on_stage is not None:
+                on_stage(stage)
         return time.monotonic() - started
 
     def describe(self) -> str:

@@ -160,7 +160,8 @@ def hosts(resources: Iterable) -> dict[str, HostView]:
             out.setdefault(parent.name, HostView(parent.name)).vm = r
         elif parent.resource_type == PROXMOX_VM and r.resource_type == SNIPPET:
             out.setdefault(parent.name, HostView(parent.name)).snippet = r
-        elif parent.resource_type == HOST_BOOTSTRAP and r.resource_type == COMMAND:
+        elif parent.resource_type == HOST_BOOTSTRAP and r.resource_type == COMMAND and r.name == f"{parent.name}-converge":
+            # (a LAN host's component also holds `<host>-ready`, the gateway's probe: no files)
             out.setdefault(parent.name, HostView(parent.name)).converge = r
     return out
 

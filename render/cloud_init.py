@@ -5,7 +5,7 @@ from __future__ import annotations
 from spec import derive
 from spec.model import Stack
 
-from .host import PEOPLE_GROUP, accounts, access_files
+from .host import AUTHORIZED_KEYS_DIR, PEOPLE_GROUP, accounts, access_files
 from .templates import render
 
 
@@ -17,8 +17,13 @@ def user_data(stack: Stack, host: str) -> str:
     """
     users = [{"name": a.name, "gecos": a.gecos, "groups": [PEOPLE_GROUP]} for a in accounts(stack)]
     users.append({"name": derive.DEPLOY_USER, "gecos": "deploy (hypha-infra converge)", "groups": []})
+    # The deploy key last: written by cloud-final (write-files-deferred), after cloud-config's
+    # set_passwords has restarted sshd, so "sshd accepts the deploy key" means first boot will not
+    # restart sshd again (render/readiness.py has the unit ordering this relies on).
+    deploy_keys = f"{AUTHORIZED_KEYS_DIR}/{derive.DEPLOY_USER}"
     files = [
-        {"path": f.path, "owner": f"{f.owner}:{f.group}", "permissions": f.mode, "content": f.content}
+        {"path": f.path, "owner": f"{f.owner}:{f.group}", "permissions": f.mode, "content": f.content,
+         "defer": f.path == deploy_keys}
         for f in access_files(stack, host)
     ]
     return render(

@@ -32,7 +32,8 @@ def _unwrap(value):
 def _command(stack: str, host: str):
     r = run(stack)
     (component,) = [c for c in r.of_type(BOOTSTRAP) if c.name == host]
-    (command,) = r.children(component)
+    # A LAN host's component also holds its readiness probe (`<host>-ready`, tests/test_first_converge.py).
+    (command,) = [c for c in r.children(component) if c.name == f"{host}-converge"]
     assert command.type == COMMAND
     return command
 

@@ -69,7 +69,10 @@ def passes(run: Run, policy: str, **kw) -> bool:
 
 def resource(run: Run, type_: str, host: str) -> Registered:
     """The resource of `type_` inside host `host`'s component (ProxmoxVm or HostBootstrap)."""
-    return next(r for r in run.resources if r.type == type_ and r.parent_name == host)
+    return next(
+        r for r in run.resources
+        if r.type == type_ and r.parent_name == host and (type_ != COMMAND or r.name == f"{host}-converge")
+    )
 
 
 def _stdin(cmd: Registered) -> str:

@@ -86,7 +86,9 @@ def test_stack_name_alone_changes_nothing_but_names():
         out = {}
         for r in run_.resources:
             items = dict(r.inputs)
-            if r.type == "command:remote:Command":
+            if r.type == "command:remote:Command" and r.name.endswith("-ready"):
+                items.pop("triggers")  # the host's converge trigger: its own test (test_first_converge)
+            elif r.type == "command:remote:Command":
                 # The trigger is the script's hash, so it differs exactly where the script does.
                 triggers = items.pop("triggers")
                 if not isinstance(items["stdin"], dict):  # a secret stdin (late values filled) has its own test

@@ -73,7 +73,8 @@ def test_every_action_is_pinned_to_a_full_commit_sha():
                 assert re.fullmatch(r"[\w.-]+/[\w.-]+@[0-9a-f]{40}", m.group(1)), f"{f.name}: {line.strip()}"
                 assert re.fullmatch(r"\s*# v\d+\.\d+\.\d+", m.group(2)), f"{f.name}: say which release: {line.strip()}"
                 pins.add(m.group(1).split("@")[0])
-    assert pins == {"actions/checkout", "actions/setup-python", "pulumi/actions", "marocchino/sticky-pull-request-comment"}
+    # No pulumi/actions: every Pulumi run is on the deployment server, whose CLI the preview checks.
+    assert pins == {"actions/checkout", "actions/setup-python", "marocchino/sticky-pull-request-comment"}
 
 
 def test_pull_requests_run_lint_tests_and_a_policy_preview_of_both_stacks_in_one_sticky_comment():
@@ -90,6 +91,42 @@ def test_pull_requests_run_lint_tests_and_a_policy_preview_of_both_stacks_in_one
     # Fork PRs get no secrets and no preview.
     assert preview["if"] == "github.event.pull_request.head.repo.full_name == github.repository"
     assert wf["permissions"] == {"contents": "read"}
+
+
+DEPLOYMENT_SERVER = ["self-hosted", "hypha-deploy"]
+
+
+def _uses_secrets(job: dict) -> bool:
+    return "secrets." in yaml.safe_dump(job)
+
+
+def test_previews_run_on_the_deployment_server_like_up_and_drift():
+    """The Proxmox API and the node's SSH accept only the deployment server: every Pulumi run happens there."""
+    preview = load("pull-request.yml")["jobs"]["preview"]
+    assert preview["runs-on"] == DEPLOYMENT_SERVER
+    assert load("drift.yml")["jobs"]["drift"]["runs-on"] == DEPLOYMENT_SERVER
+    assert {j["runs-on"] == DEPLOYMENT_SERVER for j in load("deploy.yml")["jobs"].values()} == {True}
+    # Every job that runs the Pulumi CLI is on that runner.
+    for name in ("pull-request.yml", "deploy.yml", "drift.yml"):
+        for job_name, job in load(name)["jobs"].items():
+            if re.search(r"^\s*(HYPHA_\w+=\S+ )?pulumi ", runs(job), re.M):
+                assert job["runs-on"] == DEPLOYMENT_SERVER, f"{name}: {job_name}"
+    # The branch's code runs there with the stack secrets: a person approves each run first.
+    assert preview["environment"] == "preview"
+    assert 'if [ "$v" != v3.272.0 ]' in runs(preview)  # the runner's CLI is the one the repo pins
+
+
+def test_fork_pull_requests_get_lint_and_tests_on_hosted_runners_with_no_secret():
+    wf = load("pull-request.yml")
+    fork_guard = "github.event.pull_request.head.repo.full_name == github.repository"
+    for name, job in wf["jobs"].items():
+        hosted = isinstance(job["runs-on"], str) and job["runs-on"].startswith("ubuntu-")
+        if job.get("if") == fork_guard:
+            continue
+        # A job a fork can trigger: GitHub-hosted and without any secret.
+        assert hosted and not _uses_secrets(job), name
+    assert {n for n, j in wf["jobs"].items() if j.get("if") != fork_guard} == {"lint", "test"}
+    assert _uses_secrets(wf["jobs"]["preview"]) and wf["jobs"]["preview"]["if"] == fork_guard
 
 
 def test_a_merge_deploys_staging_then_prod_only_after_approval():
