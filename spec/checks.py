@@ -15,6 +15,7 @@ from .monitoring import check_monitoring
 from .errors import Problem
 from .keys import parse_public_key
 from .model import HOST_ROLES, Access, Host, Network, Person, Proxmox, Service, Site
+from .placement import check_public_addresses, check_services_placement
 
 _HOSTNAME = re.compile(r"[a-z]([a-z0-9-]{0,61}[a-z0-9])?")
 _USERNAME = re.compile(r"[a-z_][a-z0-9_-]{0,31}")
@@ -67,6 +68,9 @@ def check(
         _check_access(site, access, people, declared["people"], add)
     _check_hosts(site, proxmox, network, hosts, add)
     _check_services(hosts, declared["hosts"], services, add)
+    out += check_services_placement(site, hosts, services)
+    if network is not None:
+        out += check_public_addresses(network, hosts)
     if dns is not None:
         out += check_dns(dns, site, network, hosts, services)
     if tls is None and any(s.public for s in services.values()):
