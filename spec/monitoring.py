@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Literal, Optional, Union
+from typing import Literal, Optional
 
 from pydantic import Field
 
 from .base import _Model
 from .errors import Problem
-from .types import Duration, Email as EmailAddress, Flag, HostPort, HttpUrl, Identifier, PveTokenName, PveUser, Version
+from .types import Duration, Email as EmailAddress, Flag, HostPort, HttpUrl, Login, PveTokenName, PveUser, Version
 
 # Where the monitoring host's daemons listen. Prometheus and Alertmanager on its LAN address (the
 # UIs, and the proxy in front of them), the exporters only on loopback (Prometheus asks them).
@@ -57,8 +57,7 @@ class Email(_Model):
     to: list[EmailAddress] = Field(min_length=1, description="Addresses alerts are mailed to.")
     sender: EmailAddress = Field(description="The From address of alert mail, e.g. `alerts@hypha.coop`.")
     smarthost: HostPort = Field(description="SMTP server as `host:port` (587 with STARTTLS, as most providers).")
-    # An SMTP login is usually the mailbox address, sometimes a bare account name.
-    username: Optional[Union[EmailAddress, Identifier]] = Field(
+    username: Optional[Login] = Field(
         default=None,
         description="SMTP login; its password is the secret `alertSmtpPassword`. None: the server takes mail unauthenticated.",
     )

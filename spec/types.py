@@ -57,7 +57,7 @@ def no_control(value: str) -> str:
 
 
 def _what(value: Any) -> str:
-    return {bool: "a boolean", int: "a number", float: "a number", dict: "a map", list: "a list"}.get(
+    return {bool: "a boolean", int: "a number", float: "a number", dict: "a map", list: "a list", str: "text"}.get(
         type(value), f"a {type(value).__name__}"
     )
 
@@ -80,6 +80,15 @@ def _pattern(regex: str, problem: str) -> Callable[[str], str]:
     return check
 
 
+def _at_most(limit: int) -> Callable[[str], str]:
+    def check(value: str) -> str:
+        if len(value) > limit:
+            raise ValueError(f"{shown(value)} is {len(value)} characters; at most {limit} fit here, shorten it")
+        return value
+
+    return check
+
+
 def text_type(kind: str, *checks: Callable[[str], str], max_length: int = 255) -> Any:
     """A strict string: no control characters, at most `max_length`, then each check in order."""
     return Annotated[
@@ -88,7 +97,7 @@ def text_type(kind: str, *checks: Callable[[str], str], max_length: int = 255) -
         BeforeValidator(_text_only),
         Strict(),
         AfterValidator(no_control),
-        Field(max_length=max_length),
+        AfterValidator(_at_most(max_length)),
         *(AfterValidator(c) for c in checks),
     ]
 
@@ -146,6 +155,18 @@ DatabaseName = pattern_type(
     "is not a database name (letters, digits, _ . -, at most 63), or `all`",
     max_length=63,
 )
+def _login(value: str) -> str:
+    if "@" in value:
+        return check_email(value)
+    if not re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}", value):
+        raise ValueError(
+            f"{shown(value)} is not a login: an email address (alerts@hypha.coop) or a name of letters, digits, _ . -"
+        )
+    return value
+
+
+# An SMTP login: usually the mailbox address, sometimes a bare account name.
+Login = text_type("email address or login name", _login, max_length=254)
 Version = pattern_type("release number", r"[0-9]+(\.[0-9]+)*", "is not a release number such as 3.10.2", max_length=32)
 
 # --- Proxmox names, by Proxmox's own rules --------------------------------------------------------
@@ -192,7 +213,7 @@ Bridge = text_type(
     "bridge name",
     _pattern(r"[A-Za-z0-9_.-]{1,15}", "is not a Linux bridge name (1-15 letters, digits, _ . -, e.g. vmbr0)"),
     _not_dots,
-    max_length=15,
+    max_length=64,  # the pattern's own limit (15) comes with the better message
 )
 PveUser = pattern_type(
     "Proxmox user id",
@@ -228,7 +249,8 @@ def _absolute_path(value: str) -> str:
 # path is one word wherever it lands (borgmatic YAML, systemd units, authorized_keys command=).
 AbsolutePath = text_type("absolute path", _absolute_path, max_length=1024)
 
-_URL_PATH = re.compile(r"/[A-Za-z0-9._~!*'()+,;=:@%/-]*(\?[A-Za-z0-9._~!*'()+,;=:@%/?&-]*)?")
+# RFC 3986 path characters less the shell-significant sub-delimiters ($ & ' ( ) * ; !).
+_URL_PATH = re.compile(r"/[A-Za-z0-9._~+,=:@%/-]*(\?[A-Za-z0-9._~+,=:@%/?-]*)?")
 
 
 def _url_path(value: str) -> str:
@@ -269,12 +291,18 @@ def _host_part(host: str) -> bool:
         return False
 
 
-def url_type(kind: str, schemes: tuple[str, ...], example: str, what: str = "URL") -> Any:
+def url_type(kind: str, schemes: tuple[str, ...], example: str, what: str = "URL", query: bool = False) -> Any:
+    # RFC 3986's characters less the sub-delimiters that are shell syntax ($ ; ( ) ' ! *): no API,
+    # ACME directory or webhook address needs them. `&` only where a ?query may carry it.
+    allowed = re.compile(r"[A-Za-z0-9._~:/?#\[\]@+,=%&-]+" if query else r"[A-Za-z0-9._~:/?#\[\]@+,=%-]+")
+
     def check(value: str) -> str:
         wrong = f"{shown(value)} is not an {' or '.join(f'{s}://' for s in schemes)} {what} (e.g. {example})"
-        # Printable ASCII without space, quotes, backslash, <>, ` ^ { | }: RFC 3986's characters.
-        if not re.fullmatch(r"[A-Za-z0-9._~:/?#\[\]@!$&()*+,;=%-]+", value) or "'" in value:
-            raise ValueError(f"{wrong}; it holds a character URLs do not (space, quote, backslash, <>, `, ^, {{}}, |)")
+        if not allowed.fullmatch(value):
+            raise ValueError(
+                f"{wrong}; it holds a character such an address never needs (space, quote, $ ; ( ) ! * ` "
+                "\\ < > ^ { } |); remove it"
+            )
         parts = urlsplit(value)
         if parts.scheme not in schemes or not parts.netloc or "@" in parts.netloc:
             raise ValueError(wrong)
@@ -294,7 +322,7 @@ ProxmoxEndpoint = url_type("https URL", ("https",), "https://kvm1.example.org:80
 AcmeDirectory = url_type(
     "https URL", ("https",), "https://acme-v02.api.letsencrypt.org/directory", "ACME directory URL"
 )
-HttpUrl = url_type("http(s) URL", ("https", "http"), "https://matrix.example.org/hook")
+HttpUrl = url_type("http(s) URL", ("https", "http"), "https://matrix.example.org/hook", query=True)
 
 
 def _host_port(value: str) -> str:
