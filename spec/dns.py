@@ -21,7 +21,7 @@ from pydantic import Field, ValidationError, field_validator, model_validator
 from .errors import ConfigError, Problem, problems_from
 from .keys import private_key_problem
 from .base import _check_each, _Model, check_domain, check_email, validation_error
-from .types import Domain, HostName, IpAddress as IpAddressField, IPv4Net, IPv6Net, LongText, Text, whole
+from .types import Domain, HostName, IpAddress as IpAddressField, IPv4Net, IPv6Net, LongText, text_type, whole
 
 if TYPE_CHECKING:  # the stack model holds a Dns; only names from it are needed here
     from .model import Host, Network, Service, Site, Stack
@@ -34,6 +34,16 @@ _HOST_NAME = re.compile(r"^[a-z]([a-z0-9-]{0,61}[a-z0-9])?$")
 # _dmarc or _github-challenge-hypha-org).
 _OWNER_LABEL = re.compile(r"^(?!-)[a-z0-9_-]{1,63}(?<!-)$")
 _SELECTOR_LABEL = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$")
+# What each free-form field of the section is, for the config reference; the validators below say
+# what fits (each keeps its own message naming the fix). Control characters are refused by all.
+MxTarget = text_type("host name or DNS name")
+MailDomain = text_type("DNS name (labels may hold _)", max_length=253)
+Selector = text_type("DKIM selector", max_length=253)
+OwnerName = text_type("name in the zone, or @", max_length=253)
+MailAddress = text_type("email address", max_length=261)
+CaaDomain = text_type("DNS name", max_length=253)
+IodefUrl = text_type("mailto: or https:// URL", max_length=2048)
+
 # RFC 7208 section 4.6.4: at most 10 mechanisms that cost a DNS lookup (`mx` and each include).
 SPF_MAX_LOOKUPS = 10
 # RFC 8301: verifiers must not accept RSA keys under 1024 bits.
@@ -55,7 +65,7 @@ def check_mail_domain(value: str) -> str:
 
 
 class MxHost(_Model):
-    host: Text = Field(
+    host: MxTarget = Field(
         description="Mail server: a catalog host name (e.g. `lists`; it gets an address record in the zone) "
         "or the full domain name of an outside mail server (e.g. `mx1.mailbox.example`)."
     )
@@ -92,7 +102,7 @@ class MxHost(_Model):
 
 
 class Spf(_Model):
-    include: list[Text] = Field(
+    include: list[MailDomain] = Field(
         default_factory=list,
         description="Domains whose SPF record also may send as us (`include:`), e.g. a newsletter provider's.",
     )
@@ -125,7 +135,7 @@ def _is_der_private_key(raw: bytes) -> bool:
 
 
 class Dkim(_Model):
-    selector: Text = Field(description="The DKIM selector the mail server signs with (`s=`), e.g. `mail2026`.")
+    selector: Selector = Field(description="The DKIM selector the mail server signs with (`s=`), e.g. `mail2026`.")
     public_key: LongText = Field(
         description="The public key: the `p=` value of the key's TXT record (base64, without quotes or spaces). Not a secret."
     )
@@ -180,7 +190,7 @@ class Dmarc(_Model):
     subdomain_policy: Optional[Literal["none", "quarantine", "reject"]] = Field(
         default=None, description="`sp=`: the policy for subdomains; default the same as `policy`."
     )
-    rua: list[Text] = Field(
+    rua: list[MailAddress] = Field(
         default_factory=list,
         description="Addresses that receive aggregate reports (`rua=mailto:`); an address outside the zone must authorise it.",
     )
@@ -210,7 +220,7 @@ class NameServer(_Model):
 
 
 class ExtraRecord(_Model):
-    name: Text = Field(description="Owner name relative to the zone, e.g. `status` or `_github-challenge-hypha`; `@` for the apex.")
+    name: OwnerName = Field(description="Owner name relative to the zone, e.g. `status` or `_github-challenge-hypha`; `@` for the apex.")
     type: Literal["CNAME", "TXT"] = Field(description="`CNAME` (an alias to another name) or `TXT`.")
     value: LongText = Field(description="CNAME: the target's full domain name. TXT: the text, printable ASCII.")
     ttl: Optional[whole(ge=60, le=MAX_TTL)] = Field(default=None, description="TTL in seconds; default `dns.ttl`.")
@@ -253,7 +263,7 @@ class Dns(_Model):
     """Pulumi config key `hypha-infra:dns`: what the zone says beyond the catalog."""
 
     ttl: whole(ge=60, le=MAX_TTL) = Field(default=3600, description="Default TTL of the zone's records, in seconds (`$TTL`).")
-    soa_email: Optional[Text] = Field(
+    soa_email: Optional[MailAddress] = Field(
         default=None, description="Contact address in the SOA record; default `hostmaster@<site.domain>`."
     )
     nameservers: list[NameServer] = Field(
@@ -271,12 +281,12 @@ class Dns(_Model):
     spf: Spf = Field(default_factory=Spf, description="The SPF record at the apex: `v=spf1 mx` plus these pieces.")
     dkim: list[Dkim] = Field(default_factory=list, description="DKIM public keys, one TXT record at `<selector>._domainkey` each.")
     dmarc: Dmarc = Field(default_factory=Dmarc, description="The DMARC record at `_dmarc`.")
-    caa_issuers: list[Text] = Field(
+    caa_issuers: list[CaaDomain] = Field(
         default_factory=lambda: ["letsencrypt.org"],
         min_length=1,
         description="Certificate authorities allowed to issue for the domain (CAA `issue`).",
     )
-    caa_iodef: Optional[Text] = Field(
+    caa_iodef: Optional[IodefUrl] = Field(
         default=None, description="Where CAs report refused requests (CAA `iodef`): a `mailto:` or `https://` URL."
     )
     extra_records: list[ExtraRecord] = Field(
