@@ -54,7 +54,13 @@ def clear_text_secrets(config: Any, file_name: str) -> list[Problem]:
 
 def clear_text_secrets_from_engine(keys, is_secret) -> list[Problem]:
     """The same check for the program under the engine: `keys` as `pulumi.Config` holds them
-    (`project:key`), `is_secret` pulumi.runtime.config.is_config_secret. For components/config.py."""
+    (`project:key`), `is_secret` pulumi.runtime.config.is_config_secret. For components/config.py.
+
+    The engine hands the program its config and the list of secret keys as PULUMI_CONFIG and
+    PULUMI_CONFIG_SECRET_KEYS; the Python language host's pulumi-language-python-exec (pulumi/pulumi
+    sdk/python/cmd/pulumi-language-python-exec, main) passes both to set_all_config, which is what
+    is_config_secret reads.
+    """
     return [
         Problem(key, f"is a secret but the engine received it in clear; store it with `pulumi config set --secret {key} <value>` "
                 "(and rotate it: a clear value sits in the stack file and its history)")

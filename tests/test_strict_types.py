@@ -214,3 +214,17 @@ def test_under_the_engine_a_secret_key_that_is_not_secret_is_refused():
     problems = clear_text_secrets_from_engine(keys, lambda k: k == "proxmoxve:apiToken")
     assert [p.path for p in problems] == ["hypha-infra:deployPrivateKey"]
     assert "pulumi config set --secret hypha-infra:deployPrivateKey" in problems[0].message
+
+
+def test_the_program_refuses_a_secret_the_engine_hands_it_in_clear():
+    from ops import mockrun
+
+    raw = copy.deepcopy(_committed("prod"))
+    raw["deployPrivateKey"] = "-----BEGIN OPENSSH PRIVATE KEY-----\nin-clear\n-----END OPENSSH PRIVATE KEY-----\n"
+    # Only the API token is a secret: the deploy key arrives as plain config, as a clear stack entry would.
+    with pytest.raises(ConfigError) as caught:
+        mockrun.run_stack("prod", raw=raw, secrets={"proxmoxve:apiToken": mockrun.OFFLINE_SECRETS["proxmoxve:apiToken"]})
+    assert mockrun.last_run.resources == []
+    (problem,) = caught.value.problems
+    assert problem.path == "hypha-infra:deployPrivateKey"
+    assert "pulumi config set --secret hypha-infra:deployPrivateKey" in problem.message
