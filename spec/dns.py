@@ -29,11 +29,11 @@ if TYPE_CHECKING:  # the stack model holds a Dns; only names from it are needed 
 IpAddress = Union[ipaddress.IPv4Address, ipaddress.IPv6Address]
 
 # A catalog host name, as spec/checks.py accepts it; anything with a dot is a domain name instead.
-_HOST_NAME = re.compile(r"^[a-z]([a-z0-9-]{0,61}[a-z0-9])?$")
+_HOST_NAME = re.compile(r"[a-z]([a-z0-9-]{0,61}[a-z0-9])?")
 # Owner names below the zone: letters, digits, hyphens, and underscores (service labels such as
 # _dmarc or _github-challenge-hypha-org).
-_OWNER_LABEL = re.compile(r"^(?!-)[a-z0-9_-]{1,63}(?<!-)$")
-_SELECTOR_LABEL = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$")
+_OWNER_LABEL = re.compile(r"(?!-)[a-z0-9_-]{1,63}(?<!-)")
+_SELECTOR_LABEL = re.compile(r"(?!-)[a-z0-9-]{1,63}(?<!-)")
 # What each free-form field of the section is, for the config reference; the validators below say
 # what fits (each keeps its own message naming the fix). Control characters are refused by all.
 MxTarget = text_type("host name or DNS name")
