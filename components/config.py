@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import pulumi
-from pulumi.runtime.config import CONFIG, get_config_env
+from pulumi.runtime.config import CONFIG, get_config_env, is_config_secret
 
+from spec.errors import ConfigError
+from spec.secrets import clear_text_secrets_from_engine
 from spec.load import PROJECT, build_stack
 from spec.model import Stack
 
@@ -24,6 +26,8 @@ def _project_keys() -> set[str]:
 
 def stack_from_config() -> Stack:
     """The validated model of the current stack. Raises ConfigError before any resource exists."""
+    if leaked := clear_text_secrets_from_engine(set(CONFIG.get()) | set(get_config_env()), is_config_secret):
+        raise ConfigError(pulumi.get_stack(), leaked)
     cfg = pulumi.Config(PROJECT)
     raw = {key: cfg.get_object(key) for key in sorted(_project_keys())}
     return build_stack({k: v for k, v in raw.items() if v is not None}, pulumi.get_stack())

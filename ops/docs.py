@@ -15,7 +15,7 @@ import ipaddress
 import sys
 import types
 from pathlib import Path
-from typing import Any, Iterator, Literal, Optional, Union, get_args, get_origin
+from typing import Annotated, Any, Iterator, Literal, Optional, Union, get_args, get_origin
 
 import annotated_types
 from pydantic import BaseModel
@@ -23,6 +23,7 @@ from pydantic.fields import FieldInfo
 
 from spec.load import PROJECT, ROOT
 from spec.model import MAP_SECTIONS, SECTIONS, Stack
+from spec.types import kind_of
 
 README = ROOT / "README.md"
 START = "<!-- config-reference:start -->"
@@ -58,6 +59,9 @@ def type_name(annotation: Any) -> str:
     """A human-readable name for a field's type, e.g. `list[str]`, `map of name to int`."""
     annotation, _ = _without_none(annotation)
     origin = get_origin(annotation)
+    if origin is Annotated:
+        # A spec/types.py type: its Kind says what the value is (e.g. `email address`).
+        return kind_of(list(annotation.__metadata__)) or type_name(get_args(annotation)[0])
     if annotation in _NAMES:
         return _NAMES[annotation]
     if _is_model(annotation):
@@ -101,7 +105,8 @@ def _constraints(field: FieldInfo) -> str:
 
 
 def field_type(field: FieldInfo) -> str:
-    name = type_name(field.annotation)
+    # pydantic moves a top-level Annotated type's metadata (its Kind among it) onto the field.
+    name = kind_of(field.metadata) or type_name(field.annotation)
     extra = _constraints(field)
     return f"{name}, {extra}" if extra else name
 

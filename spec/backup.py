@@ -6,81 +6,93 @@ so the renderer, the firewall and the checks agree on one answer.
 
 from __future__ import annotations
 
-import re
-from typing import Literal, Optional
+from typing import Annotated, Literal, Optional
 
-from pydantic import Field, field_validator
+from pydantic import AfterValidator, Field, field_validator
 
 from .base import _Model
 from .errors import Problem
 from .keys import check_public_key
+from .types import (
+    AbsolutePath,
+    CalendarEvent,
+    DatabaseName,
+    Flag,
+    HostName,
+    HostOrAddress,
+    Identifier,
+    Port,
+    PveStorage,
+    RemoteUser,
+    SshPublicKey,
+    Text,
+    unique_items,
+    whole,
+)
 
 # borgmatic's dump hook per engine (borgmatic 1.7 config key under `hooks:`).
 DUMP_HOOKS = {"postgresql": "postgresql_databases", "mysql": "mysql_databases", "mariadb": "mysql_databases"}
 BORG_USER = "borg"
-_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
-
-
-def _absolute(path: str) -> bool:
-    return path.startswith("/") and "//" not in path and "/../" not in f"{path}/" and "/./" not in f"{path}/"
 
 
 class Database(_Model):
-    engine: str = Field(description="Database engine; dumped by borgmatic's hook for it (`postgresql`, `mysql`).")
-    name: str = Field(description="Database name (`all` for every database of the server).")
+    engine: Identifier = Field(description="Database engine; dumped by borgmatic's hook for it (`postgresql`, `mysql`).")
+    name: DatabaseName = Field(description="Database name (`all` for every database of the server).")
 
 
 class Retention(_Model):
-    daily: int = Field(default=7, ge=0, description="Daily archives kept (the last of each day).")
-    weekly: int = Field(default=4, ge=0, description="Weekly archives kept beyond the daily ones.")
-    monthly: int = Field(default=3, ge=0, description="Monthly archives kept beyond the weekly ones.")
+    daily: whole(ge=0, le=100_000) = Field(default=7, description="Daily archives kept (the last of each day).")
+    weekly: whole(ge=0, le=100_000) = Field(default=4, description="Weekly archives kept beyond the daily ones.")
+    monthly: whole(ge=0, le=100_000) = Field(default=3, description="Monthly archives kept beyond the weekly ones.")
 
 
 class Offsite(_Model):
-    host: str = Field(description="Address or DNS name of the offsite SSH server (outside the stack).")
-    port: int = Field(default=22, ge=1, le=65535, description="Its SSH port.")
-    user: str = Field(description="Login on the offsite server; its authorized_keys holds the output `backup_offsite_public_key`.")
-    path: str = Field(description="Absolute directory on the offsite server; each repository is copied to `<path>/<client>`.")
-    host_key: str = Field(
+    host: HostOrAddress = Field(description="Address or DNS name of the offsite SSH server (outside the stack).")
+    port: Port = Field(default=22, description="Its SSH port.")
+    user: RemoteUser = Field(description="Login on the offsite server; its authorized_keys holds the output `backup_offsite_public_key`.")
+    path: AbsolutePath = Field(description="Absolute directory on the offsite server; each repository is copied to `<path>/<client>`.")
+    host_key: SshPublicKey = Field(
         description="The offsite server's SSH host public key (`ssh-ed25519 AAAA...`), pinned: the copy refuses any other."
     )
-    schedule: str = Field(default="*-*-* 05:30", description="When the copy runs (systemd calendar event, on the target).")
+    schedule: CalendarEvent = Field(default="*-*-* 05:30", description="When the copy runs (systemd calendar event, on the target).")
 
     _host_key = field_validator("host_key")(check_public_key)
 
 
 class ImageBackups(_Model):
-    storage: str = Field(description="Proxmox storage the images are written to (a `backup` content storage).")
-    schedule: str = Field(default="sun 01:30", description="When vzdump runs (Proxmox calendar event).")
+    storage: PveStorage = Field(description="Proxmox storage the images are written to (a `backup` content storage).")
+    # Proxmox's job schedules are systemd calendar events (a subset; pve-common PVE/CalendarEvent.pm),
+    # so systemd's parser is the nearest check available off the node.
+    schedule: CalendarEvent = Field(default="sun 01:30", description="When vzdump runs (Proxmox calendar event).")
     mode: Literal["snapshot", "suspend", "stop"] = Field(default="snapshot", description="vzdump mode.")
     compress: Literal["zstd", "lzo", "gzip", "0"] = Field(default="zstd", description="Image compression.")
-    keep_last: int = Field(default=0, ge=0, description="Images kept regardless of age.")
-    keep_daily: int = Field(default=0, ge=0, description="Daily images kept.")
-    keep_weekly: int = Field(default=2, ge=0, description="Weekly images kept.")
-    keep_monthly: int = Field(default=1, ge=0, description="Monthly images kept.")
-    enabled: bool = Field(default=True, description="Whether Proxmox runs the job.")
+    keep_last: whole(ge=0, le=100_000) = Field(default=0, description="Images kept regardless of age.")
+    keep_daily: whole(ge=0, le=100_000) = Field(default=0, description="Daily images kept.")
+    keep_weekly: whole(ge=0, le=100_000) = Field(default=2, description="Weekly images kept.")
+    keep_monthly: whole(ge=0, le=100_000) = Field(default=1, description="Monthly images kept.")
+    enabled: Flag = Field(default=True, description="Whether Proxmox runs the job.")
 
 
 class Backup(_Model):
     """Backups of every host that holds data."""
 
-    target: Optional[str] = Field(
+    target: Optional[HostName] = Field(
         default=None, description="The borg target host; default the one host with role `backup_target`."
     )
-    repository_dir: str = Field(default="/srv/borg", description="Directory on the target holding one repository per client.")
-    schedule: str = Field(default="*-*-* 01:15", description="When each client backs up (systemd calendar event; up to 20 min later, randomised).")
-    prune_schedule: str = Field(default="*-*-* 04:00", description="When the target prunes and compacts every repository.")
-    drill_schedule: str = Field(default="*-*-* 06:30", description="When the target's restore drill runs.")
+    repository_dir: AbsolutePath = Field(default="/srv/borg", description="Directory on the target holding one repository per client.")
+    schedule: CalendarEvent = Field(default="*-*-* 01:15", description="When each client backs up (systemd calendar event; up to 20 min later, randomised).")
+    prune_schedule: CalendarEvent = Field(default="*-*-* 04:00", description="When the target prunes and compacts every repository.")
+    drill_schedule: CalendarEvent = Field(default="*-*-* 06:30", description="When the target's restore drill runs.")
     retention: Retention = Field(default_factory=Retention, description="How many archives pruning keeps.")
-    extra_paths: dict[str, list[str]] = Field(
+    extra_paths: dict[HostName, Annotated[list[AbsolutePath], AfterValidator(unique_items)]] = Field(
         default_factory=dict,
         description="More directories to back up per client host (besides its services' `data_paths`), e.g. `/etc`.",
     )
-    exclude_patterns: list[str] = Field(
+    exclude_patterns: list[Text] = Field(
         default_factory=lambda: ["*.tmp", "*/cache/*"], description="borg exclude patterns applied on every client."
     )
-    canary_max_age_hours: int = Field(
-        default=26, ge=1, description="The drill fails when the restored canary is older than this."
+    canary_max_age_hours: whole(ge=1, le=100_000) = Field(
+        default=26, description="The drill fails when the restored canary is older than this."
     )
     offsite: Optional[Offsite] = Field(default=None, description="Where the target copies every repository to.")
     images: Optional[ImageBackups] = Field(default=None, description="The stack's Proxmox whole-VM image backup job.")
@@ -166,21 +178,14 @@ def check_backup(backup, site, hosts, services) -> list[Problem]:
                     f"{db.engine!r} has no borgmatic dump hook; supported: {', '.join(sorted(DUMP_HOOKS))} "
                     "(keep other engines' files under the service's data_paths, stopped or snapshotted)",
                 )
-            if not _NAME.match(db.name):
-                add(f"{path}.name", f"{db.name!r} is not a database name (letters, digits, _ . -), or `all`")
     if backup is None:
         return out
 
-    for field in ("repository_dir",):
-        value = getattr(backup, field)
-        if not _absolute(value):
-            add(f"backup.{field}", f"{value!r} is not an absolute path; write it from / (e.g. /srv/borg)")
+    # Paths are absolute and normalised by their type (spec/types.py AbsolutePath).
     r = backup.retention
     if r.daily + r.weekly + r.monthly == 0:
         add("backup.retention", "keeps nothing (daily, weekly and monthly are all 0), so pruning would delete every archive; "
             "keep at least one (the default is daily 7, weekly 4, monthly 3)")
-    if backup.offsite is not None and not _absolute(backup.offsite.path):
-        add("backup.offsite.path", f"{backup.offsite.path!r} is not an absolute path; write it from / (e.g. /srv/hypha-borg)")
     if backup.images is not None:
         im = backup.images
         if im.keep_last + im.keep_daily + im.keep_weekly + im.keep_monthly == 0:
@@ -220,7 +225,4 @@ def check_backup(backup, site, hosts, services) -> list[Problem]:
             why = "is the backup target" if host == target else "holds no data"
             add(f"backup.extra_paths.{host}", f"{host} {why}, so it is not a backup client; remove the entry "
                 f"(or set hosts.{host}.holds_data)")
-        for i, p in enumerate(paths):
-            if not _absolute(p):
-                add(f"backup.extra_paths.{host}[{i}]", f"{p!r} is not an absolute path; write it from / (e.g. /etc)")
     return out

@@ -8,8 +8,11 @@ from typing import Any, Callable
 from pydantic import BaseModel, ConfigDict, ValidationError
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
-_LABEL = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$")
-_EMAIL = re.compile(r"^[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]+@[^@\s]+$")
+_LABEL = re.compile(r"(?!-)[a-z0-9-]{1,63}(?<!-)")
+# The local part in the conservative set every mail system takes (letters, digits, . _ + -), dots
+# not leading, trailing or doubled: RFC 5322 also allows ! # $ & ' * / = ? ^ ` { | } ~, which are
+# shell and template metacharacters, and no address the co-op uses needs them.
+_EMAIL = re.compile(r"[A-Za-z0-9_+-]+(\.[A-Za-z0-9_+-]+)*@[^@\s]+")
 
 
 def check_domain(value: str) -> str:
@@ -19,7 +22,7 @@ def check_domain(value: str) -> str:
     labels = value.split(".")
     if len(labels) < 2:
         raise ValueError(f"{value!r} is not a valid domain name (it needs at least two labels, e.g. hypha.coop)")
-    if len(value) > 253 or not all(_LABEL.match(label) for label in labels):
+    if len(value) > 253 or not all(_LABEL.fullmatch(label) for label in labels):
         raise ValueError(
             f"{value!r} is not a valid domain name (each label is 1-63 lower-case letters, digits or hyphens, "
             "not starting or ending with a hyphen)"
@@ -31,18 +34,21 @@ def check_domain(value: str) -> str:
 
 def check_email(value: str) -> str:
     """An address `name@domain`, its domain a valid DNS name."""
-    if not isinstance(value, str) or not _EMAIL.match(value):
-        raise ValueError(f"{value!r} is not an email address (write it as name@example.org)")
+    if not isinstance(value, str) or len(value) > 254 or not _EMAIL.fullmatch(value):
+        raise ValueError(
+            f"{value[:60]!r} is not an email address (write it as name@example.org; the name part of "
+            "letters, digits and . _ + -)" if isinstance(value, str) else f"{value!r} is not an email address"
+        )
     check_domain(value.rpartition("@")[2])
     return value
 
 
 def matching(pattern: str, problem: str) -> Callable[[str], str]:
-    """A field validator: the value must match `pattern`, else `'<value>' <problem>`."""
+    """A field validator: the whole value must match `pattern`, else `'<value>' <problem>`."""
     compiled = re.compile(pattern)
 
     def check(value: str) -> str:
-        if not compiled.match(value):
+        if not isinstance(value, str) or not compiled.fullmatch(value):
             raise ValueError(f"{value!r} {problem}")
         return value
 
@@ -73,5 +79,6 @@ def _check_each(title: str, items: list, check, hint: str = "") -> list:
 
 
 class _Model(BaseModel):
-    # A typo in a key must be an error naming the key, not a silently ignored setting.
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # A typo in a key must be an error naming the key, not a silently ignored setting; strict, so a
+    # value of the wrong type is refused rather than coerced ("yes" is not true, 1.5 is not 1).
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)

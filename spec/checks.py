@@ -15,9 +15,10 @@ from .monitoring import check_monitoring
 from .errors import Problem
 from .keys import parse_public_key
 from .model import HOST_ROLES, Access, Host, Network, Person, Proxmox, Service, Site
+from .placement import check_public_addresses, check_services_placement
 
-_HOSTNAME = re.compile(r"^[a-z]([a-z0-9-]{0,61}[a-z0-9])?$")
-_USERNAME = re.compile(r"^[a-z_][a-z0-9_-]{0,31}$")
+_HOSTNAME = re.compile(r"[a-z]([a-z0-9-]{0,61}[a-z0-9])?")
+_USERNAME = re.compile(r"[a-z_][a-z0-9_-]{0,31}")
 # System accounts a person must not shadow.
 RESERVED_USERS = {"root", "deploy", "daemon", "bin", "sys", "nobody", "admin", "debian", "sshd", "www-data"}
 
@@ -67,6 +68,9 @@ def check(
         _check_access(site, access, people, declared["people"], add)
     _check_hosts(site, proxmox, network, hosts, add)
     _check_services(hosts, declared["hosts"], services, add)
+    out += check_services_placement(site, hosts, services)
+    if network is not None:
+        out += check_public_addresses(network, hosts)
     if dns is not None:
         out += check_dns(dns, site, network, hosts, services)
     if tls is None and any(s.public for s in services.values()):
@@ -100,7 +104,7 @@ def _check_vpn(network: Network, people: dict[str, Person], add) -> None:
 def _check_people(people: dict[str, Person], add) -> None:
     owner: dict[str, str] = {}
     for name, person in people.items():
-        if not _USERNAME.match(name):
+        if not _USERNAME.fullmatch(name):
             add(f"people.{name}", "is not a valid login name (lower-case letters, digits, _ and -, max 32)")
         elif name in RESERVED_USERS:
             add(f"people.{name}", f"{name!r} is a system account name; pick another login name")
@@ -149,7 +153,7 @@ def _check_hosts(site, proxmox, network, hosts: dict[str, Host], add) -> None:
         add("hosts", f"needs exactly one host with role `gateway` (the SSH bastion); found {len(gateways)}: {gateways}")
     for name, h in hosts.items():
         p = f"hosts.{name}"
-        if not _HOSTNAME.match(name):
+        if not _HOSTNAME.fullmatch(name):
             add(p, "is not a valid host name (lower-case letters, digits and hyphens, starting with a letter)")
         for i, r in enumerate(h.roles):
             if r not in HOST_ROLES:
@@ -255,7 +259,7 @@ def _check_services(hosts: dict[str, Host], declared_hosts: set[str], services: 
     has_proxy = any("reverse_proxy" in h.roles for h in hosts.values())
     for name, s in services.items():
         p = f"services.{name}"
-        if not _HOSTNAME.match(name):
+        if not _HOSTNAME.fullmatch(name):
             add(p, "is not a valid service name (lower-case letters, digits and hyphens)")
         if s.host not in declared_hosts:
             add(f"{p}.host", f"unknown host {s.host!r}; known hosts: {', '.join(sorted(declared_hosts)) or 'none'}")

@@ -13,12 +13,15 @@ import ipaddress
 import re
 from typing import TYPE_CHECKING, Any, Literal, Optional, Union
 
+from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives.asymmetric import rsa
-from cryptography.hazmat.primitives.serialization import load_der_public_key
+from cryptography.hazmat.primitives.serialization import load_der_private_key, load_der_public_key
 from pydantic import Field, ValidationError, field_validator, model_validator
 
 from .errors import ConfigError, Problem, problems_from
+from .keys import private_key_problem
 from .base import _check_each, _Model, check_domain, check_email, validation_error
+from .types import Domain, HostName, IpAddress as IpAddressField, IPv4Net, IPv6Net, LongText, text_type, whole
 
 if TYPE_CHECKING:  # the stack model holds a Dns; only names from it are needed here
     from .model import Host, Network, Service, Site, Stack
@@ -26,11 +29,21 @@ if TYPE_CHECKING:  # the stack model holds a Dns; only names from it are needed 
 IpAddress = Union[ipaddress.IPv4Address, ipaddress.IPv6Address]
 
 # A catalog host name, as spec/checks.py accepts it; anything with a dot is a domain name instead.
-_HOST_NAME = re.compile(r"^[a-z]([a-z0-9-]{0,61}[a-z0-9])?$")
+_HOST_NAME = re.compile(r"[a-z]([a-z0-9-]{0,61}[a-z0-9])?")
 # Owner names below the zone: letters, digits, hyphens, and underscores (service labels such as
 # _dmarc or _github-challenge-hypha-org).
-_OWNER_LABEL = re.compile(r"^(?!-)[a-z0-9_-]{1,63}(?<!-)$")
-_SELECTOR_LABEL = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$")
+_OWNER_LABEL = re.compile(r"(?!-)[a-z0-9_-]{1,63}(?<!-)")
+_SELECTOR_LABEL = re.compile(r"(?!-)[a-z0-9-]{1,63}(?<!-)")
+# What each free-form field of the section is, for the config reference; the validators below say
+# what fits (each keeps its own message naming the fix). Control characters are refused by all.
+MxTarget = text_type("host name or DNS name")
+MailDomain = text_type("DNS name (labels may hold _)", max_length=253)
+Selector = text_type("DKIM selector", max_length=253)
+OwnerName = text_type("name in the zone, or @", max_length=253)
+MailAddress = text_type("email address", max_length=261)
+CaaDomain = text_type("DNS name", max_length=253)
+IodefUrl = text_type("mailto: or https:// URL", max_length=2048)
+
 # RFC 7208 section 4.6.4: at most 10 mechanisms that cost a DNS lookup (`mx` and each include).
 SPF_MAX_LOOKUPS = 10
 # RFC 8301: verifiers must not accept RSA keys under 1024 bits.
@@ -43,7 +56,7 @@ def check_mail_domain(value: str) -> str:
     if not isinstance(value, str) or value != value.strip().lower() or value.endswith("."):
         raise ValueError(f"{value!r} is not a valid domain name (write it lower-case, no trailing dot)")
     labels = value.split(".")
-    if len(labels) < 2 or len(value) > 253 or not all(_OWNER_LABEL.match(label) for label in labels):
+    if len(labels) < 2 or len(value) > 253 or not all(_OWNER_LABEL.fullmatch(label) for label in labels):
         raise ValueError(
             f"{value!r} is not a valid domain name (at least two dot-separated labels of lower-case letters, "
             "digits, - and _)"
@@ -52,12 +65,12 @@ def check_mail_domain(value: str) -> str:
 
 
 class MxHost(_Model):
-    host: str = Field(
+    host: MxTarget = Field(
         description="Mail server: a catalog host name (e.g. `lists`; it gets an address record in the zone) "
         "or the full domain name of an outside mail server (e.g. `mx1.mailbox.example`)."
     )
-    priority: int = Field(default=10, ge=0, le=65535, description="MX preference; lower is tried first.")
-    name: Optional[str] = Field(
+    priority: whole(ge=0, le=65535) = Field(default=10, description="MX preference; lower is tried first.")
+    name: Optional[Domain] = Field(
         default=None,
         description="For a catalog host: the name inside the zone the MX record points at; default `mail.<site.domain>`.",
     )
@@ -65,7 +78,7 @@ class MxHost(_Model):
     @field_validator("host")
     @classmethod
     def _host(cls, v: str) -> str:
-        if isinstance(v, str) and _HOST_NAME.match(v):
+        if isinstance(v, str) and _HOST_NAME.fullmatch(v):
             return v
         try:
             return check_domain(v)
@@ -89,14 +102,14 @@ class MxHost(_Model):
 
 
 class Spf(_Model):
-    include: list[str] = Field(
+    include: list[MailDomain] = Field(
         default_factory=list,
         description="Domains whose SPF record also may send as us (`include:`), e.g. a newsletter provider's.",
     )
-    ip4: list[ipaddress.IPv4Network] = Field(
+    ip4: list[IPv4Net] = Field(
         default_factory=list, description="Extra IPv4 addresses or networks allowed to send mail as us (`ip4:`)."
     )
-    ip6: list[ipaddress.IPv6Network] = Field(
+    ip6: list[IPv6Net] = Field(
         default_factory=list, description="Extra IPv6 addresses or networks allowed to send mail as us (`ip6:`)."
     )
     qualifier: Literal["-all", "~all"] = Field(
@@ -110,9 +123,20 @@ class Spf(_Model):
         return _check_each("include", domains, check_mail_domain, "; write the domain alone, without `include:`")
 
 
+def _is_der_private_key(raw: bytes) -> bool:
+    """Whether `raw` is a private key (the DKIM signing key's DER, base64 pasted for the p= value)."""
+    try:
+        load_der_private_key(raw, password=None)
+        return True
+    except TypeError:  # an encrypted private key: still private
+        return True
+    except (ValueError, UnsupportedAlgorithm):
+        return False
+
+
 class Dkim(_Model):
-    selector: str = Field(description="The DKIM selector the mail server signs with (`s=`), e.g. `mail2026`.")
-    public_key: str = Field(
+    selector: Selector = Field(description="The DKIM selector the mail server signs with (`s=`), e.g. `mail2026`.")
+    public_key: LongText = Field(
         description="The public key: the `p=` value of the key's TXT record (base64, without quotes or spaces). Not a secret."
     )
     key_type: Literal["rsa", "ed25519"] = Field(default="rsa", description="The key's algorithm (`k=`).")
@@ -120,7 +144,7 @@ class Dkim(_Model):
     @field_validator("selector")
     @classmethod
     def _selector(cls, v: str) -> str:
-        if not all(_SELECTOR_LABEL.match(label) for label in v.split(".")):
+        if not all(_SELECTOR_LABEL.fullmatch(label) for label in v.split(".")):
             raise ValueError(
                 f"{v!r} is not a DKIM selector (lower-case letters, digits and hyphens, dot-separated, e.g. mail2026)"
             )
@@ -136,7 +160,9 @@ class Dkim(_Model):
                 [(("public_key",), "is not base64; paste only the p= value of the DKIM record, without quotes, spaces or line breaks", self.public_key)],
             ) from None
         problem = None
-        if self.key_type == "ed25519":
+        if _is_der_private_key(raw):
+            problem = private_key_problem("PRIVATE KEY-----")
+        elif self.key_type == "ed25519":
             if len(raw) != 32:
                 problem = f"decodes to {len(raw)} bytes, not the 32 of an Ed25519 key; paste the p= value, or set key_type: rsa"
         else:
@@ -164,12 +190,12 @@ class Dmarc(_Model):
     subdomain_policy: Optional[Literal["none", "quarantine", "reject"]] = Field(
         default=None, description="`sp=`: the policy for subdomains; default the same as `policy`."
     )
-    rua: list[str] = Field(
+    rua: list[MailAddress] = Field(
         default_factory=list,
         description="Addresses that receive aggregate reports (`rua=mailto:`); an address outside the zone must authorise it.",
     )
-    pct: Optional[int] = Field(
-        default=None, ge=0, le=100, description="`pct=`: the share of failing mail the policy applies to, in percent."
+    pct: Optional[whole(ge=0, le=100)] = Field(
+        default=None, description="`pct=`: the share of failing mail the policy applies to, in percent."
     )
     adkim: Optional[Literal["r", "s"]] = Field(default=None, description="`adkim=`: DKIM alignment, `r` relaxed or `s` strict.")
     aspf: Optional[Literal["r", "s"]] = Field(default=None, description="`aspf=`: SPF alignment, `r` relaxed or `s` strict.")
@@ -186,27 +212,25 @@ class Dmarc(_Model):
 
 
 class NameServer(_Model):
-    name: str = Field(description="The name server's name in NS records, e.g. `ns1.hypha.coop`.")
-    host: Optional[str] = Field(
+    name: Domain = Field(description="The name server's name in NS records, e.g. `ns1.hypha.coop`.")
+    host: Optional[HostName] = Field(
         default=None,
         description="For a name inside the zone: the catalog host it points at (glue); default the host with role `dns`.",
     )
 
-    _name = field_validator("name")(check_domain)
-
 
 class ExtraRecord(_Model):
-    name: str = Field(description="Owner name relative to the zone, e.g. `status` or `_github-challenge-hypha`; `@` for the apex.")
+    name: OwnerName = Field(description="Owner name relative to the zone, e.g. `status` or `_github-challenge-hypha`; `@` for the apex.")
     type: Literal["CNAME", "TXT"] = Field(description="`CNAME` (an alias to another name) or `TXT`.")
-    value: str = Field(description="CNAME: the target's full domain name. TXT: the text, printable ASCII.")
-    ttl: Optional[int] = Field(default=None, ge=60, le=MAX_TTL, description="TTL in seconds; default `dns.ttl`.")
+    value: LongText = Field(description="CNAME: the target's full domain name. TXT: the text, printable ASCII.")
+    ttl: Optional[whole(ge=60, le=MAX_TTL)] = Field(default=None, description="TTL in seconds; default `dns.ttl`.")
 
     @field_validator("name")
     @classmethod
     def _name(cls, v: str) -> str:
         if v == "@":
             return v
-        if v != v.lower() or v.endswith(".") or not all(_OWNER_LABEL.match(label) for label in v.split(".")):
+        if v != v.lower() or v.endswith(".") or not all(_OWNER_LABEL.fullmatch(label) for label in v.split(".")):
             raise ValueError(
                 f"{v!r} is not a name relative to the zone (lower-case labels of letters, digits, - and _, "
                 "no trailing dot; `@` for the apex)"
@@ -238,15 +262,15 @@ class ExtraRecord(_Model):
 class Dns(_Model):
     """Pulumi config key `hypha-infra:dns`: what the zone says beyond the catalog."""
 
-    ttl: int = Field(default=3600, ge=60, le=MAX_TTL, description="Default TTL of the zone's records, in seconds (`$TTL`).")
-    soa_email: Optional[str] = Field(
+    ttl: whole(ge=60, le=MAX_TTL) = Field(default=3600, description="Default TTL of the zone's records, in seconds (`$TTL`).")
+    soa_email: Optional[MailAddress] = Field(
         default=None, description="Contact address in the SOA record; default `hostmaster@<site.domain>`."
     )
     nameservers: list[NameServer] = Field(
         default_factory=list,
         description="The zone's NS records; default one, `ns1.<site.domain>`, on the host with role `dns`.",
     )
-    secondaries: list[IpAddress] = Field(
+    secondaries: list[IpAddressField] = Field(
         default_factory=list,
         description="Addresses of secondary name servers: allowed to transfer the zone and notified of changes.",
     )
@@ -257,12 +281,12 @@ class Dns(_Model):
     spf: Spf = Field(default_factory=Spf, description="The SPF record at the apex: `v=spf1 mx` plus these pieces.")
     dkim: list[Dkim] = Field(default_factory=list, description="DKIM public keys, one TXT record at `<selector>._domainkey` each.")
     dmarc: Dmarc = Field(default_factory=Dmarc, description="The DMARC record at `_dmarc`.")
-    caa_issuers: list[str] = Field(
+    caa_issuers: list[CaaDomain] = Field(
         default_factory=lambda: ["letsencrypt.org"],
         min_length=1,
         description="Certificate authorities allowed to issue for the domain (CAA `issue`).",
     )
-    caa_iodef: Optional[str] = Field(
+    caa_iodef: Optional[IodefUrl] = Field(
         default=None, description="Where CAs report refused requests (CAA `iodef`): a `mailto:` or `https://` URL."
     )
     extra_records: list[ExtraRecord] = Field(
@@ -297,7 +321,7 @@ class Dns(_Model):
             return v
         if v.startswith("mailto:"):
             check_email(v.removeprefix("mailto:"))
-        elif not re.match(r"^https://[a-z0-9.-]+(:\d+)?(/[\x21-\x7e]*)?$", v) or '"' in v:
+        elif not re.fullmatch(r"https://[a-z0-9.-]+(:\d+)?(/[\x21-\x7e]*)?", v) or '"' in v:
             raise ValueError(f"{v!r} is not a mailto: or https:// URL (e.g. mailto:hostmaster@hypha.coop)")
         return v
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import re
 import struct
 from dataclasses import dataclass
 
@@ -11,6 +12,8 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.hazmat.primitives.serialization import load_ssh_public_key
 
 MIN_RSA_BITS = 3072
+# As spec/types.py refuses them everywhere: C0, DEL, C1 and the Unicode line separators.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 
 # Security keys (FIDO) are fine; DSA is broken and OpenSSH itself refuses it since 9.8.
 ACCEPTED_TYPES = {
@@ -57,8 +60,13 @@ def parse_public_key(text: str) -> PublicKey:
     """Parse one `type base64 [comment]` line; raise KeyError_ naming the fix if it must be refused."""
     if not isinstance(text, str) or not text.strip():
         raise KeyError_("empty key; paste the whole line of the .pub file")
+    leaked = private_key_problem(text)
+    if leaked:
+        raise KeyError_(leaked)
     if text != text.strip() or "\n" in text:
         raise KeyError_("key has leading/trailing whitespace or a line break; paste it as one line")
+    if _CONTROL.search(text):
+        raise KeyError_("key holds a control character (tab, NUL, DEL ...); paste the .pub file line unchanged")
     parts = text.split(None, 2)
     if len(parts) < 2:
         raise KeyError_("not an OpenSSH public key (expected `<type> <base64> [comment]`)")
@@ -97,3 +105,28 @@ def check_public_key(text: str) -> str:
     """A field validator: `text` must be one public key line we accept (raises KeyError_, a ValueError)."""
     parse_public_key(text)
     return text
+
+
+# Headers of private keys in the formats people have on disk: OpenSSH, PEM (PKCS#1/#8, EC, DSA,
+# encrypted), PuTTY, and a WireGuard config's [Interface] line.
+_PRIVATE_MARKERS = (
+    "PRIVATE KEY-----",
+    "PuTTY-User-Key-File-",
+    "PrivateKey =",
+    "PrivateKey=",
+)
+
+
+def private_key_problem(text: object) -> str | None:
+    """The message for a private key pasted where a public one belongs, or None.
+
+    The value is in a stack file, so in git history and every clone: the key is exposed whatever
+    happens to this config, and the only fix is a new key pair.
+    """
+    if not isinstance(text, str) or not any(m in text for m in _PRIVATE_MARKERS):
+        return None
+    return (
+        "this is a PRIVATE key, not a public one: it is now exposed (it is in the stack file and its git history), "
+        "so rotate it: generate a new key pair, paste only the public half here (the .pub line, or `wg pubkey` "
+        "output), and remove the old key everywhere it is trusted"
+    )

@@ -16,6 +16,7 @@ from pydantic import BaseModel, ValidationError
 from .checks import check
 from .errors import ConfigError, Problem, problems_from
 from .model import MAP_SECTIONS, SECTIONS, Stack
+from .secrets import clear_text_secrets
 
 PROJECT = "hypha-infra"
 ROOT = Path(__file__).resolve().parent.parent
@@ -134,7 +135,10 @@ def read_stack_config(stack_name: str, root: Path = ROOT) -> dict[str, Any]:
     stack_file = root / f"Pulumi.{stack_name}.yaml"
     if not stack_file.exists():
         raise ConfigError(stack_name, [Problem(stack_file.name, "does not exist; create it or pick another stack")])
-    for key, value in (read_yaml(stack_file, stack_name).get("config") or {}).items():
+    file_config = read_yaml(stack_file, stack_name).get("config") or {}
+    if leaked := clear_text_secrets(file_config, stack_file.name):
+        raise ConfigError(stack_name, leaked)
+    for key, value in file_config.items():
         name = _strip(key)
         if name is None or (isinstance(value, dict) and set(value) == {"secure"}):
             continue

@@ -8,16 +8,45 @@ from __future__ import annotations
 
 import base64
 import binascii
-import ipaddress
-from typing import Literal, Optional, Union
+from typing import Annotated, Literal, Optional
 
-from pydantic import BaseModel, Field, field_validator
+from pydantic import AfterValidator, BaseModel, Field, field_validator
 
-from .base import _check_each, _Model, check_domain, matching
+from .base import _check_each, _Model
+from .types import (
+    AbsolutePath,
+    Bridge,
+    Domain,
+    Email,
+    Flag,
+    HostName,
+    AcmeDirectory,
+    HostPort,
+    IpAddress,
+    IPv4,
+    IPv4Net,
+    IPv6,
+    IPv6Net,
+    PveNode,
+    PvePool,
+    PveStorage,
+    PemCertificates,
+    ProxmoxEndpoint,
+    PveTag,
+    SshPublicKey,
+    Text,
+    UrlPath,
+    UserName,
+    number,
+    Port,
+    unique_items,
+    whole,
+    WireGuardKey,
+)
 from .backup import Backup, Database
 from .dns import Dns
 from .monitoring import Monitoring
-from .keys import check_public_key, parse_public_key
+from .keys import check_public_key, parse_public_key, private_key_problem
 
 # Roles a host can carry. Later issues give each one its files under templates/<role>/.
 HOST_ROLES = (
@@ -33,85 +62,90 @@ HOST_ROLES = (
 PERSON_ROLES = ("admin", "member")
 
 class VmIdRange(_Model):
-    first: int = Field(description="Lowest VM id this stack may use.", ge=100)
-    last: int = Field(description="Highest VM id this stack may use.", le=999_999_999)
+    first: whole(ge=100, le=999_999_999) = Field(description="Lowest VM id this stack may use.")
+    last: whole(ge=100, le=999_999_999) = Field(description="Highest VM id this stack may use.")
 
 
 class Site(_Model):
-    domain: str = Field(description="The co-op's public DNS domain, e.g. `hypha.coop`.")
-    stack: str = Field(description="The stack this file describes; must match the file name `Pulumi.<stack>.yaml`.")
+    domain: Domain = Field(description="The co-op's public DNS domain, e.g. `hypha.coop`.")
+    stack: HostName = Field(description="The stack this file describes; must match the file name `Pulumi.<stack>.yaml`.")
     vm_ids: VmIdRange = Field(description="The VM id range reserved for this stack (`first`, `last`).")
-    on_boot: bool = Field(description="Start this stack's VMs when the Proxmox node boots.")
-    protect_data_vms: bool = Field(
+    on_boot: Flag = Field(description="Start this stack's VMs when the Proxmox node boots.")
+    protect_data_vms: Flag = Field(
         description="Set Proxmox protection (no delete, no disk removal) on VMs that hold data."
     )
     ssh_access: Literal["admins", "members"] = Field(
         description="Who gets a login on this stack's hosts: `admins` (access.admins) or `members` (access.members)."
     )
-    tags: list[str] = Field(default_factory=list, description="Extra Proxmox tags put on every VM of the stack.")
-
-    _domain = field_validator("domain")(check_domain)
+    tags: Annotated[list[PveTag], AfterValidator(unique_items)] = Field(
+        default_factory=list, description="Extra Proxmox tags put on every VM of the stack."
+    )
 
 
 class Template(_Model):
-    vm_id: int = Field(description="VM id of the Debian 12 cloud-init template every VM is cloned from.", ge=100)
-    node: str = Field(description="Node that holds the template.")
+    vm_id: whole(ge=100, le=999_999_999) = Field(description="VM id of the Debian 12 cloud-init template every VM is cloned from.")
+    node: PveNode = Field(description="Node that holds the template.")
 
 
 class Node(_Model):
-    cores: int = Field(description="CPU threads of the node.", gt=0)
-    memory_mb: int = Field(description="RAM of the node in MiB.", gt=0)
-    reserved_memory_mb: int = Field(
+    cores: whole(gt=0, le=4096) = Field(description="CPU threads of the node.")
+    memory_mb: whole(gt=0, le=1 << 32) = Field(description="RAM of the node in MiB.")
+    reserved_memory_mb: whole(ge=0, le=1 << 32) = Field(
         default=4096,
-        ge=0,
         description="RAM held back from VMs (the host itself, ZFS ARC, the other stack's VMs) in MiB.",
     )
-    vcpu_ratio: float = Field(
-        default=2.0, gt=0, description="How many vCPUs may be handed out per CPU thread of the node."
+    vcpu_ratio: number(gt=0, le=64) = Field(
+        default=2.0, description="How many vCPUs may be handed out per CPU thread of the node."
     )
-    storage: dict[str, int] = Field(description="Storage pools for VM disks: name to usable size in GiB.")
-    bridges: list[str] = Field(description="Linux bridges that exist on the node, e.g. `vmbr2`.")
+    storage: dict[PveStorage, whole(ge=0, le=1 << 40)] = Field(description="Storage pools for VM disks: name to usable size in GiB.")
+    bridges: Annotated[list[Bridge], AfterValidator(unique_items)] = Field(
+        description="Linux bridges that exist on the node, e.g. `vmbr2`."
+    )
 
 
 class Proxmox(_Model):
-    endpoint: str = Field(description="Proxmox VE API address, e.g. `https://kvm1.example.org:8006/`.")
-    insecure: bool = Field(default=False, description="Skip TLS verification of the API (self-signed node certificate).")
-    ssh_user: str = Field(default="root", description="SSH user on the nodes, used to upload cloud-init snippets.")
-    pool: str = Field(description="Proxmox resource pool that holds every VM of the stack.")
+    endpoint: ProxmoxEndpoint = Field(description="Proxmox VE API address, e.g. `https://kvm1.example.org:8006/`.")
+    insecure: Flag = Field(default=False, description="Skip TLS verification of the API (self-signed node certificate).")
+    ssh_user: UserName = Field(default="root", description="SSH user on the nodes, used to upload cloud-init snippets.")
+    pool: PvePool = Field(description="Proxmox resource pool that holds every VM of the stack.")
     template: Template = Field(description="The template VM to clone.")
-    snippet_datastore: str = Field(
+    snippet_datastore: PveStorage = Field(
         default="local", description="Datastore with the `snippets` content type, for cloud-init user-data."
     )
-    default_datastore: str = Field(description="Storage pool for VM disks unless a host names its own.")
-    nodes: dict[str, Node] = Field(description="The cluster's nodes by name; one entry for a single server.")
+    default_datastore: PveStorage = Field(description="Storage pool for VM disks unless a host names its own.")
+    nodes: dict[PveNode, Node] = Field(description="The cluster's nodes by name; one entry for a single server.")
 
-    _endpoint = field_validator("endpoint")(
-        matching(r"^https://[^/\s]+(:\d+)?/?$", "is not an https:// API address (e.g. https://kvm1.example.org:8006/)")
-    )
+    @field_validator("endpoint")
+    @classmethod
+    def _endpoint(cls, v: str) -> str:
+        # The provider appends api2/json itself; a path or query here would point it elsewhere.
+        if v.split("://", 1)[1].rstrip("/").count("/") or "?" in v or "#" in v:
+            raise ValueError(f"{v!r} is not an https:// API address (e.g. https://kvm1.example.org:8006/): no path")
+        return v
 
 
 class PublicNetwork(_Model):
-    bridge: str = Field(description="Bridge with the routed public addresses, e.g. `vmbr0`.")
-    ipv4_cidr: Optional[ipaddress.IPv4Network] = Field(default=None, description="Routed public IPv4 subnet.")
-    ipv4_gateway: Optional[ipaddress.IPv4Address] = Field(default=None, description="Default IPv4 gateway on the public bridge.")
-    ipv6_cidr: Optional[ipaddress.IPv6Network] = Field(default=None, description="Routed public IPv6 prefix.")
-    ipv6_gateway: Optional[ipaddress.IPv6Address] = Field(default=None, description="Default IPv6 gateway on the public bridge.")
+    bridge: Bridge = Field(description="Bridge with the routed public addresses, e.g. `vmbr0`.")
+    ipv4_cidr: Optional[IPv4Net] = Field(default=None, description="Routed public IPv4 subnet.")
+    ipv4_gateway: Optional[IPv4] = Field(default=None, description="Default IPv4 gateway on the public bridge.")
+    ipv6_cidr: Optional[IPv6Net] = Field(default=None, description="Routed public IPv6 prefix.")
+    ipv6_gateway: Optional[IPv6] = Field(default=None, description="Default IPv6 gateway on the public bridge.")
 
 
 class Vpn(_Model):
-    cidr: ipaddress.IPv4Network = Field(description="Addresses handed to members' devices on the WireGuard VPN.")
-    port: int = Field(default=51820, ge=1, le=65535, description="UDP port the gateway's WireGuard listens on.")
-    endpoint: str = Field(
+    cidr: IPv4Net = Field(description="Addresses handed to members' devices on the WireGuard VPN.")
+    port: Port = Field(default=51820, description="UDP port the gateway's WireGuard listens on.")
+    endpoint: HostPort = Field(
         description="`host:port` members' devices dial, e.g. the gateway's public address or a port forward to it."
     )
 
 
 class Network(_Model):
-    lan_cidr: ipaddress.IPv4Network = Field(description="The stack's private LAN, e.g. `10.0.1.0/24`.")
-    lan_bridge: str = Field(description="Bridge the stack's LAN lives on; must exist on every node that runs a host.")
-    gateway: ipaddress.IPv4Address = Field(description="LAN default gateway (the node's NAT address on the bridge).")
-    resolvers: list[Union[ipaddress.IPv4Address, ipaddress.IPv6Address]] = Field(description="DNS resolvers the VMs use.", min_length=1)
-    search_domain: Optional[str] = Field(default=None, description="DNS search domain handed to VMs.")
+    lan_cidr: IPv4Net = Field(description="The stack's private LAN, e.g. `10.0.1.0/24`.")
+    lan_bridge: Bridge = Field(description="Bridge the stack's LAN lives on; must exist on every node that runs a host.")
+    gateway: IPv4 = Field(description="LAN default gateway (the node's NAT address on the bridge).")
+    resolvers: list[IpAddress] = Field(description="DNS resolvers the VMs use.", min_length=1)
+    search_domain: Optional[Domain] = Field(default=None, description="DNS search domain handed to VMs.")
     public: Optional[PublicNetwork] = Field(
         default=None, description="Public addresses; leave out for a stack reached only over the VPN."
     )
@@ -119,8 +153,8 @@ class Network(_Model):
 
 
 class WireGuardPeer(_Model):
-    public_key: str = Field(description="The person's WireGuard public key (`wg pubkey` output, base64 of 32 bytes).")
-    index: int = Field(ge=2, description="Their device's address in `network.vpn.cidr` (e.g. 10 gives .10); unique.")
+    public_key: WireGuardKey = Field(description="The person's WireGuard public key (`wg pubkey` output, base64 of 32 bytes).")
+    index: whole(ge=2, le=1 << 24) = Field(description="Their device's address in `network.vpn.cidr` (e.g. 10 gives .10); unique.")
 
     @field_validator("public_key")
     @classmethod
@@ -129,17 +163,20 @@ class WireGuardPeer(_Model):
             raw = base64.b64decode(v, validate=True)
         except (binascii.Error, ValueError):
             raw = b""
+        leaked = private_key_problem(v)
+        if leaked:
+            raise ValueError(leaked)
         if len(raw) != 32:
             raise ValueError("is not a WireGuard public key (44 base64 characters from `wg pubkey`)")
         return v
 
 
 class Person(_Model):
-    keys: list[str] = Field(description="OpenSSH public keys, one `.pub` line each.", min_length=1)
-    roles: list[Literal["admin", "member"]] = Field(
+    keys: list[SshPublicKey] = Field(description="OpenSSH public keys, one `.pub` line each.", min_length=1)
+    roles: Annotated[list[Literal["admin", "member"]], AfterValidator(unique_items)] = Field(
         description="`admin` (may be a prod admin, gets sudo) and/or `member`.", min_length=1
     )
-    email: Optional[str] = Field(default=None, description="Contact address, for alert routing later.")
+    email: Optional[Email] = Field(default=None, description="Contact address, for alert routing later.")
     wireguard: Optional[WireGuardPeer] = Field(
         default=None, description="Their VPN device; a person with a login on the stack gets a peer on its gateway."
     )
@@ -151,23 +188,26 @@ class Person(_Model):
 
 
 class Tls(_Model):
-    acme_directory: str = Field(
+    acme_directory: AcmeDirectory = Field(
         description="ACME directory certbot asks for certificates: Let's Encrypt production for prod, its staging endpoint for staging."
     )
-    email: str = Field(description="Contact address registered with the ACME CA (expiry warnings).")
-    ca_bundle: Optional[str] = Field(
+    email: Email = Field(description="Contact address registered with the ACME CA (expiry warnings).")
+    ca_bundle: Optional[PemCertificates] = Field(
         default=None,
         description="PEM of the CA behind the ACME server's own HTTPS; only for a private ACME server such as pebble.",
     )
 
-    _directory = field_validator("acme_directory")(
-        matching(r"^https://[^/\s]+/\S*$", "is not an https:// ACME directory URL (e.g. https://acme-v02.api.letsencrypt.org/directory)")
-    )
+    @field_validator("acme_directory")
+    @classmethod
+    def _directory(cls, v: str) -> str:
+        if v.split("://", 1)[1].find("/") < 0:
+            raise ValueError(f"{v!r} is not an https:// ACME directory URL (e.g. https://acme-v02.api.letsencrypt.org/directory)")
+        return v
 
 
 class Deploy(_Model):
-    public_key: str = Field(description="Public half of the deploy key (the private half is the secret `deployPrivateKey`).")
-    source: ipaddress.IPv4Address = Field(
+    public_key: SshPublicKey = Field(description="Public half of the deploy key (the private half is the secret `deployPrivateKey`).")
+    source: IPv4 = Field(
         description="Address of the deployment server, the one place the deploy key is accepted from at the gateway."
     )
 
@@ -175,65 +215,49 @@ class Deploy(_Model):
 
 
 class Access(_Model):
-    admins: list[str] = Field(description="People who administer this stack's hosts (sudo); 2 or 3 where only admins log in.")
-    members: list[str] = Field(default_factory=list, description="People who log in where `site.ssh_access` is `members`.")
+    admins: list[UserName] = Field(description="People who administer this stack's hosts (sudo); 2 or 3 where only admins log in.")
+    members: list[UserName] = Field(default_factory=list, description="People who log in where `site.ssh_access` is `members`.")
     deploy: Deploy = Field(description="The deploy user's key and the one address it may be used from.")
 
 
 class Host(_Model):
-    vm_id: int = Field(ge=100, description="Proxmox VM id, inside `site.vm_ids`.")
-    node: str = Field(description="Node the VM runs on (a key of `proxmox.nodes`).")
-    cores: int = Field(default=2, gt=0, description="vCPUs.")
-    memory_mb: int = Field(default=1024, gt=0, description="RAM in MiB.")
-    disk_gb: int = Field(default=20, gt=0, description="Root disk in GiB.")
-    datastore: Optional[str] = Field(default=None, description="Storage pool for the disk; default `proxmox.default_datastore`.")
-    lan_ip: ipaddress.IPv4Address = Field(description="Address on the stack LAN.")
-    public_ipv4: Optional[ipaddress.IPv4Address] = Field(default=None, description="Public IPv4 address, if the host faces the internet.")
-    public_ipv6: Optional[ipaddress.IPv6Address] = Field(default=None, description="Public IPv6 address.")
-    roles: list[str] = Field(default_factory=list, description=f"What the host does: {', '.join(HOST_ROLES)}.")
-    holds_data: bool = Field(
+    vm_id: whole(ge=100) = Field(description="Proxmox VM id, inside `site.vm_ids`.")
+    node: PveNode = Field(description="Node the VM runs on (a key of `proxmox.nodes`).")
+    cores: whole(gt=0, le=4096) = Field(default=2, description="vCPUs.")
+    memory_mb: whole(gt=0, le=1 << 32) = Field(default=1024, description="RAM in MiB.")
+    disk_gb: whole(gt=0, le=1 << 40) = Field(default=20, description="Root disk in GiB.")
+    datastore: Optional[PveStorage] = Field(default=None, description="Storage pool for the disk; default `proxmox.default_datastore`.")
+    lan_ip: IPv4 = Field(description="Address on the stack LAN.")
+    public_ipv4: Optional[IPv4] = Field(default=None, description="Public IPv4 address, if the host faces the internet.")
+    public_ipv6: Optional[IPv6] = Field(default=None, description="Public IPv6 address.")
+    roles: Annotated[list[Text], AfterValidator(unique_items)] = Field(
+        default_factory=list, description=f"What the host does: {', '.join(HOST_ROLES)}."
+    )
+    holds_data: Flag = Field(
         default=False,
         description="The host keeps state of its own even if no service declares data paths (e.g. the borg target).",
     )
 
 
 class Service(_Model):
-    host: str = Field(description="Host that runs the service.")
-    domains: list[str] = Field(default_factory=list, description="DNS names it answers on; the first is canonical.")
-    port: Optional[int] = Field(default=None, ge=1, le=65535, description="Upstream TCP port on the host; none for a static site.")
-    public: bool = Field(default=False, description="Published through the reverse proxy to the internet (else LAN/VPN only).")
+    host: HostName = Field(description="Host that runs the service.")
+    domains: list[Domain] = Field(default_factory=list, description="DNS names it answers on; the first is canonical.")
+    port: Optional[Port] = Field(default=None, description="Upstream TCP port on the host; none for a static site.")
+    public: Flag = Field(default=False, description="Published through the reverse proxy to the internet (else LAN/VPN only).")
     reach: Literal["lan", "vpn"] = Field(
         default="lan",
         description="Who reaches a service that is not public: `lan` (every host on the LAN) or `vpn` (people over the VPN only, i.e. from the gateway, plus the monitoring host's probe).",
     )
-    data_paths: list[str] = Field(default_factory=list, description="Directories with the service's state (backed up, makes the host hold data).")
-    health_path: str = Field(default="/", description="HTTP path that answers 2xx when the service is healthy.")
-    shortlinks: bool = Field(
+    data_paths: Annotated[list[AbsolutePath], AfterValidator(unique_items)] = Field(
+        default_factory=list, description="Directories with the service's state (backed up, makes the host hold data)."
+    )
+    health_path: UrlPath = Field(default="/", description="HTTP path that answers 2xx when the service is healthy.")
+    shortlinks: Flag = Field(
         default=False, description="Served by the reverse proxy itself: the redirects of `shortlinks.csv` (no port)."
     )
     databases: list[Database] = Field(
         default_factory=list, description="Databases the service keeps on its host, dumped into each backup."
     )
-
-    @field_validator("domains")
-    @classmethod
-    def _domains(cls, domains: list[str]) -> list[str]:
-        return _check_each("domains", domains, check_domain)
-
-    @field_validator("data_paths")
-    @classmethod
-    def _paths(cls, paths: list[str]) -> list[str]:
-        for p in paths:
-            if not p.startswith("/") or "//" in p or "/../" in f"{p}/":
-                raise ValueError(f"{p!r} must be an absolute, normalised path such as /srv/loomio")
-        return paths
-
-    @field_validator("health_path")
-    @classmethod
-    def _health(cls, v: str) -> str:
-        if not v.startswith("/"):
-            raise ValueError(f"{v!r} must start with / (e.g. /healthz)")
-        return v
 
 
 # The sections of a stack config, in the order they are checked and documented.

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import re
 from typing import Literal, Optional
 
-from pydantic import Field, field_validator
+from pydantic import Field
 
-from .base import _check_each, _Model, check_email, matching
+from .base import _Model
 from .errors import Problem
+from .types import Duration, Email as EmailAddress, Flag, HostPort, HttpUrl, Login, PveTokenName, PveUser, Version
 
 # Where the monitoring host's daemons listen. Prometheus and Alertmanager on its LAN address (the
 # UIs, and the proxy in front of them), the exporters only on loopback (Prometheus asks them).
@@ -53,60 +53,39 @@ def inbound_rules(stack, host: str) -> list:
     ]
 
 
-_duration = matching(r"^[0-9]+(ms|s|m|h|d)$", "is not a duration such as 30s, 5m or 4h")
-
-
 class Email(_Model):
-    to: list[str] = Field(min_length=1, description="Addresses alerts are mailed to.")
-    sender: str = Field(description="The From address of alert mail, e.g. `alerts@hypha.coop`.")
-    smarthost: str = Field(description="SMTP server as `host:port` (587 with STARTTLS, as most providers).")
-    username: Optional[str] = Field(
+    to: list[EmailAddress] = Field(min_length=1, description="Addresses alerts are mailed to.")
+    sender: EmailAddress = Field(description="The From address of alert mail, e.g. `alerts@hypha.coop`.")
+    smarthost: HostPort = Field(description="SMTP server as `host:port` (587 with STARTTLS, as most providers).")
+    username: Optional[Login] = Field(
         default=None,
         description="SMTP login; its password is the secret `alertSmtpPassword`. None: the server takes mail unauthenticated.",
     )
-    require_tls: bool = Field(default=True, description="Refuse to send without STARTTLS.")
-
-    _hostport = field_validator("smarthost")(
-        matching(r"^[A-Za-z0-9.-]+:[0-9]{1,5}$", "is not host:port (e.g. smtp.example.org:587)")
-    )
-
-    @field_validator("to")
-    @classmethod
-    def _addresses(cls, v: list[str]) -> list[str]:
-        return _check_each("to", v, check_email)
+    require_tls: Flag = Field(default=True, description="Refuse to send without STARTTLS.")
 
 
 class Matrix(_Model):
-    url: Optional[str] = Field(
+    url: Optional[HttpUrl] = Field(
         default=None,
         description="Webhook URL Alertmanager posts to (a Matrix bridge such as hookshot or matrix-alertmanager-receiver).",
     )
-    url_secret: bool = Field(
+    url_secret: Flag = Field(
         default=False,
         description="Read the URL from the secret `alertMatrixWebhookUrl` instead (for URLs that carry a token).",
     )
 
-    @field_validator("url")
-    @classmethod
-    def _url(cls, v: Optional[str]) -> Optional[str]:
-        if v is not None and not re.match(r"^https?://[^/\s]+(/\S*)?$", v):
-            raise ValueError(f"{v!r} is not an http(s) URL")
-        return v
-
 
 class PveExporter(_Model):
-    user: str = Field(default="prometheus@pve", description="Proxmox user of the API token (give it the PVEAuditor role).")
-    token_name: str = Field(
+    user: PveUser = Field(default="prometheus@pve", description="Proxmox user of the API token (give it the PVEAuditor role).")
+    token_name: PveTokenName = Field(
         default="monitoring", description="Name of that user's API token; its value is the secret `pveExporterToken`."
     )
-    version: str = Field(default="3.10.2", description="prometheus-pve-exporter release pip installs into /opt/prometheus-pve-exporter.")
-
-    _version = field_validator("version")(matching(r"^[0-9]+(\.[0-9]+)*$", "is not a release number such as 3.10.2"))
+    version: Version = Field(default="3.10.2", description="prometheus-pve-exporter release pip installs into /opt/prometheus-pve-exporter.")
 
 
 class Monitoring(_Model):
-    scrape_interval: str = Field(default="30s", description="How often Prometheus scrapes and evaluates alert rules.")
-    retention: str = Field(default="30d", description="How long Prometheus keeps samples.")
+    scrape_interval: Duration = Field(default="30s", description="How often Prometheus scrapes and evaluates alert rules.")
+    retention: Duration = Field(default="30d", description="How long Prometheus keeps samples.")
     ui: Literal["vpn", "proxy"] = Field(
         default="vpn",
         description=(
@@ -115,21 +94,17 @@ class Monitoring(_Model):
             "`monitoringUiPasswordHashes`, bcrypt hash per person)."
         ),
     )
-    verify_certificates: bool = Field(
+    verify_certificates: Flag = Field(
         default=True,
         description="Probes fail on a certificate the system does not trust (false for ACME staging certificates).",
     )
     email: Optional[Email] = Field(default=None, description="Alert mail (critical alerts).")
     matrix: Optional[Matrix] = Field(default=None, description="Alerts to a Matrix room through a webhook (every alert).")
-    group_wait: str = Field(default="30s", description="How long Alertmanager gathers alerts of a new group before notifying.")
-    group_interval: str = Field(default="5m", description="Wait before notifying about new alerts in a group already notified.")
-    repeat_interval: str = Field(default="4h", description="Repeat a still-firing alert after this long.")
+    group_wait: Duration = Field(default="30s", description="How long Alertmanager gathers alerts of a new group before notifying.")
+    group_interval: Duration = Field(default="5m", description="Wait before notifying about new alerts in a group already notified.")
+    repeat_interval: Duration = Field(default="4h", description="Repeat a still-firing alert after this long.")
     pve_exporter: Optional[PveExporter] = Field(
         default=None, description="Proxmox node metrics through prometheus-pve-exporter (from PyPI); none: not scraped."
-    )
-
-    _durations = field_validator("scrape_interval", "retention", "group_wait", "group_interval", "repeat_interval")(
-        _duration
     )
 
 

@@ -294,7 +294,7 @@ BAD = [
     ("a-backup-path-that-is-not-absolute", lambda raw: raw["backup"].__setitem__("extra_paths", {"loomio": ["etc/loomio"]}),
      "backup.extra_paths.loomio[0]", ("'etc/loomio' is not an absolute path", "write it from /")),
     ("a-data-path-that-is-not-absolute", lambda raw: raw["services"]["loomio"].__setitem__("data_paths", ["srv/loomio"]),
-     "services.loomio.data_paths", ("must be an absolute",)),
+     "services.loomio.data_paths[0]", ("is not an absolute path", "write it from /")),
     ("a-repository-dir-that-is-not-absolute", lambda raw: raw["backup"].__setitem__("repository_dir", "srv/borg"),
      "backup.repository_dir", ("not an absolute path",)),
     ("zero-retention", lambda raw: raw["backup"].__setitem__("retention", {"daily": 0, "weekly": 0, "monthly": 0}),

@@ -7,6 +7,7 @@ included), and the mock engine recorded no resource at all.
 
 from __future__ import annotations
 
+import base64
 import copy
 import functools
 import shutil
@@ -16,7 +17,7 @@ from typing import Any, Callable
 
 import pytest
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import dsa, rsa
+from cryptography.hazmat.primitives.asymmetric import dsa, ed25519, rsa
 
 from ops import mockrun
 from spec.errors import ConfigError, Problem
@@ -68,6 +69,21 @@ def openssh_line(public_key, comment: str) -> str:
 
 def weak_rsa_key() -> str:
     return openssh_line(rsa.generate_private_key(public_exponent=65537, key_size=2048).public_key(), "weak@hypha.coop")
+
+
+def openssh_private_key() -> str:
+    """What `cat ~/.ssh/id_ed25519` prints: the private half a person may paste by mistake."""
+    return ed25519.Ed25519PrivateKey.generate().private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH, serialization.NoEncryption()
+    ).decode()
+
+
+def dkim_private_key_base64() -> str:
+    """The DKIM signing key's DER as base64: what a p= value would look like if the wrong half were pasted."""
+    der = rsa.generate_private_key(public_exponent=65537, key_size=2048).private_bytes(
+        serialization.Encoding.DER, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    return base64.b64encode(der).decode()
 
 
 def dsa_key() -> str:
@@ -451,6 +467,152 @@ CASES = [
         "dns.mx[0].host",
         "unknown host 'mail9'",
     ),
+    # --- hostile values: what an attacker with push rights would try (issue 11) -----------------
+    # Shell metacharacters where a value reaches a shell, a unit or a key file.
+    case("email-with-a-shell-command", setting("tls.email", "hostmaster@hypha.coop;touch /tmp/x;"),
+         "tls.email", "is not an email address", "name@example.org"),
+    case("acme-directory-with-command-substitution", setting("tls.acme_directory", "https://acme.example.org/dir$(touch${IFS}/tmp/x)"),
+         "tls.acme_directory", "is not an https:// ACME directory URL", "remove it"),
+    case("repository-dir-with-a-command", setting("backup.repository_dir", "/srv/borg;touch${IFS}/tmp/x"),
+         "backup.repository_dir", "is not a normalised path of safe characters", "e.g. /srv/loomio"),
+    case("offsite-host-with-a-newline-and-a-wildcard", setting("backup.offsite.host", "borg.example.net\n*"),
+         "backup.offsite.host", "control character '\\n'", "remove it"),
+    case("offsite-user-with-a-semicolon", setting("backup.offsite.user", "hypha;id"),
+         "backup.offsite.user", "is not a user name", "letters, digits"),
+    case("offsite-path-with-a-space", setting("backup.offsite.path", "/srv/hypha borg"),
+         "backup.offsite.path", "safe characters", "no spaces"),
+    case("vpn-endpoint-with-command-substitution", setting("network.vpn.endpoint", "$(reboot):51820"),
+         "network.vpn.endpoint", "is not host:port", "e.g. smtp.example.org:587"),
+    case("search-domain-with-a-trailing-newline", setting("network.search_domain", "prod.hypha.coop\n"),
+         "network.search_domain", "control character", "remove it"),
+    case("person-email-with-a-pipe", setting("people.alice.email", "alice|mail@hypha.coop"),
+         "people.alice.email", "is not an email address", "name@example.org"),
+    case("alert-sender-with-a-nul", setting("monitoring.email.sender", "alerts@hypha.coop\x00"),
+         "monitoring.email.sender", "control character '\\x00'", "remove it"),
+    case("smtp-username-with-a-dollar", setting("monitoring.email.username", "$(id)"),
+         "monitoring.email.username", "is not a login", "letters, digits"),
+    case("pool-with-a-space", setting("proxmox.pool", "hypha prod"),
+         "proxmox.pool", "is not a Proxmox pool id", "letters, digits, . _ and -"),
+    case("ssh-user-with-a-semicolon", setting("proxmox.ssh_user", "root;id"),
+         "proxmox.ssh_user", "is not a user name", "lower-case letters"),
+    case("bridge-name-longer-than-linux-allows", setting("proxmox.nodes.kvm1.bridges.0", "vmbr0-public-uplink"),
+         "proxmox.nodes.kvm1.bridges[0]", "is not a Linux bridge name", "1-15"),
+    case("storage-id-against-proxmox-rules", setting("proxmox.default_datastore", "local nvme"),
+         "proxmox.default_datastore", "is not a Proxmox storage id", "e.g. local-nvme"),
+    case("tag-against-proxmox-rules", setting("site.tags", ["hypha;prod"]),
+         "site.tags[0]", "is not a Proxmox tag", "lower-case letters"),
+    case("data-path-climbing-out", setting("services.www.data_paths", ["/srv/www/../../etc"]),
+         "services.www.data_paths[0]", "no . or .. parts", "e.g. /srv/loomio"),
+    case("health-path-with-a-command", setting("services.loomio.health_path", "/x;reboot"),
+         "services.loomio.health_path", "is not an HTTP path", "e.g. /healthz"),
+    case("database-name-with-a-quote", setting("services.loomio.databases.0.name", "loomio'; drop"),
+         "services.loomio.databases[0].name", "is not a database name", "letters, digits"),
+    # systemd calendar events, checked by systemd-analyze.
+    case("schedule-that-systemd-cannot-parse", setting("backup.schedule", "banana"),
+         "backup.schedule", "systemd-analyze calendar", "e.g. *-*-* 01:15"),
+    case("schedule-in-12-hour-form", setting("backup.prune_schedule", "1:15am"),
+         "backup.prune_schedule", "is not a systemd calendar event", "e.g. *-*-* 01:15"),
+    case("schedule-with-a-trailing-newline", setting("backup.offsite.schedule", "*-*-* 05:00\n"),
+         "backup.offsite.schedule", "control character '\\n'", "remove it"),
+    case("schedule-with-an-extra-unit-line", setting("backup.drill_schedule", "*-*-* 06:30\nExecStartPre=/bin/sh"),
+         "backup.drill_schedule", "control character", "remove it"),
+    # Control characters anywhere: tab, DEL, a C1 control.
+    case("domain-with-a-tab", setting("site.domain", "hypha.coop\t"),
+         "site.domain", "control character '\\t'"),
+    case("tag-with-a-del", setting("site.tags", ["prod\x7f"]),
+         "site.tags[0]", "control character"),
+    case("key-comment-with-a-c1-control", setting("people.alice.keys.0", ALICE_KEY.replace("alice@", "alice\x85@")),
+         "people.alice.keys[0]", "control character", "paste the .pub file line unchanged"),
+    # Numbers and booleans: strict, never coerced.
+    case("port-given-as-a-boolean", setting("services.www.port", True),
+         "services.www.port", "True is a boolean, not a number", "write a whole number"),
+    case("port-given-as-text", setting("services.www.port", "8080"),
+         "services.www.port", "is text, not a number", "without quotes"),
+    case("address-given-as-an-integer", setting("access.deploy.source", 0),
+         "access.deploy.source", "0 is a number, not an IPv4 address", "write it as text in quotes"),
+    case("lan-ip-given-as-an-integer", setting("hosts.bw1.lan_ip", 167772429),
+         "hosts.bw1.lan_ip", "is a number, not an IPv4 address"),
+    case("boolean-given-as-yes", setting("site.on_boot", "yes"),
+         "site.on_boot", "'yes' is text, not a boolean", "write true or false"),
+    case("vcpu-ratio-infinite", setting("proxmox.nodes.kvm1.vcpu_ratio", float("inf")),
+         "proxmox.nodes.kvm1.vcpu_ratio", "is not a finite number"),
+    case("vm-id-1e308", setting("hosts.bw1.vm_id", 1e308),
+         "hosts.bw1.vm_id", "is not a whole number", "without a decimal point or exponent"),
+    case("memory-as-a-fraction", setting("hosts.bw1.memory_mb", 1024.5),
+         "hosts.bw1.memory_mb", "is not a whole number"),
+    # Lists that must not repeat.
+    case("role-listed-twice", setting("hosts.bw1.roles", ["web", "web"]),
+         "hosts.bw1.roles", "'web' is listed twice", "remove the duplicate"),
+    case("person-role-listed-twice", setting("people.alice.roles", ["admin", "admin"]),
+         "people.alice.roles", "'admin' is listed twice", "remove the duplicate"),
+    case("dkim-key-of-an-unknown-algorithm",
+         setting("dns.dkim", [{"selector": "mail2026", "public_key": ED25519_BLOB, "key_type": "dsa"}]),
+         "dns.dkim[0].key_type", "'rsa' or 'ed25519'"),
+    # Ports that the host's own daemons hold.
+    case("service-on-the-ssh-port", setting("services.www.port", 22),
+         "services.www.port", "22 on bw1 is already held by sshd", "pick another port"),
+    case("service-on-node-exporters-port", setting("services.loomio.port", 9100),
+         "services.loomio.port", "held by node_exporter", "pick another port"),
+    case("service-on-the-proxy-hosts-443", both(setting("services.www.host", "web1"), setting("services.www.port", 443)),
+         "services.www.port", "443 on web1 is already held by the reverse_proxy role", "pick another port"),
+    case("service-on-the-dns-hosts-53", both(setting("services.www.host", "dns"), setting("services.www.port", 53)),
+         "services.www.port", "held by the dns role", "pick another port"),
+    case("service-on-the-blackbox-exporters-port", setting("services.alertmanager.port", 9115),
+         "services.alertmanager.port", "held by blackbox_exporter", "pick another port"),
+    # Hosts that take no service.
+    case("service-on-the-bastion", setting("services.www.host", "gateway"),
+         "services.www.host", "gateway is the SSH bastion and VPN gateway", "move it to another host"),
+    case("service-on-the-backup-target", setting("services.loomio.host", "backup1"),
+         "services.loomio.host", "backup1 is the backup target", "move it to another host"),
+    # The public network's reserved addresses.
+    case("public-ipv4-is-the-gateway", setting("hosts.web1.public_ipv4", "203.0.113.1"),
+         "hosts.web1.public_ipv4", "203.0.113.1 is the public network's gateway", "pick another address in 203.0.113.0/24"),
+    case("public-ipv4-is-the-network-address", setting("hosts.web1.public_ipv4", "203.0.113.0"),
+         "hosts.web1.public_ipv4", "is the network address of 203.0.113.0/24", "pick another address"),
+    case("public-ipv4-is-the-broadcast-address", setting("hosts.web1.public_ipv4", "203.0.113.255"),
+         "hosts.web1.public_ipv4", "is the broadcast address of 203.0.113.0/24", "pick another address"),
+    case("public-ipv6-is-the-gateway", setting("hosts.web1.public_ipv6", "2001:db8:1::1"),
+         "hosts.web1.public_ipv6", "is the public network's gateway", "pick another address in 2001:db8:1::/64"),
+    case("public-ipv6-is-the-subnet-router-anycast", setting("hosts.web1.public_ipv6", "2001:db8:1::"),
+         "hosts.web1.public_ipv6", "Subnet-Router anycast address", "pick another address"),
+    case("public-ipv6-is-a-reserved-subnet-anycast", setting("hosts.web1.public_ipv6", "2001:db8:1::ffff:ffff:ffff:ffff"),
+         "hosts.web1.public_ipv6", "reserved subnet anycast", "pick another address"),
+    # A domain outside the zone the stack serves.
+    case("service-domain-outside-the-zone", setting("services.www.domains.1", "www.example.org"),
+         "services.www.domains[1]", "www.example.org is outside the zone this stack serves (hypha.coop)",
+         "use a name under hypha.coop"),
+    case("service-domain-of-the-other-stack", setting("services.link.domains.0", "link.hypha.coop"),
+         "services.link.domains[0]", "outside the zone this stack serves (staging.hypha.coop)", stack="staging"),
+    # Monitoring and TLS values that land in Prometheus, Alertmanager and certbot files.
+    case("prometheus-duration-with-a-newline", setting("monitoring.scrape_interval", "30s\n"),
+         "monitoring.scrape_interval", "control character", "remove it"),
+    case("prometheus-duration-of-zero", setting("monitoring.repeat_interval", "0s"),
+         "monitoring.repeat_interval", "is not a duration such as 30s", "above zero"),
+    case("webhook-url-with-command-substitution", setting("monitoring.matrix", {"url": "https://hook.example.org/$(id)"}),
+         "monitoring.matrix.url", "is not an https:// or http:// URL", "remove it"),
+    case("pve-exporter-user-without-a-realm", setting("monitoring.pve_exporter.user", "prometheus"),
+         "monitoring.pve_exporter.user", "is not a Proxmox user id", "prometheus@pve"),
+    case("proxmox-endpoint-with-a-path", setting("proxmox.endpoint", "https://kvm1.hypha.coop:8006/api2/json"),
+         "proxmox.endpoint", "is not an https:// API address", "no path"),
+    case("ca-bundle-that-is-not-pem", setting("tls.ca_bundle", "-----BEGIN CERTIFICATE-----\nMIIB$(id)\n-----END CERTIFICATE-----\n"),
+         "tls.ca_bundle", "is not PEM certificates", "paste the CA file unchanged"),
+    case("private-key-as-the-ca-bundle", setting("tls.ca_bundle", openssh_private_key),
+         "tls.ca_bundle", "PRIVATE key", "now exposed", "rotate it"),
+    case("resolver-given-as-an-integer", setting("network.resolvers", [0]),
+         "network.resolvers[0]", "0 is a number, not an IP address", "write it as text in quotes"),
+    # A private key pasted where a public key belongs: exposed, so rotated.
+    case("private-key-as-a-persons-key", setting("people.alice.keys.0", openssh_private_key),
+         "people.alice.keys[0]", "PRIVATE key", "now exposed", "rotate it"),
+    case("private-key-as-the-deploy-key", setting("access.deploy.public_key", openssh_private_key),
+         "access.deploy.public_key", "PRIVATE key", "now exposed", "rotate it"),
+    case("private-key-as-the-offsite-host-key", setting("backup.offsite.host_key", openssh_private_key),
+         "backup.offsite.host_key", "PRIVATE key", "now exposed", "rotate it"),
+    case("wireguard-private-key-line-as-the-peer-key",
+         setting("people.bob.wireguard.public_key", "PrivateKey = YNRgMezix5ttTKHgs2CzvN2nVfahl/osiTI11tmebEM="),
+         "people.bob.wireguard.public_key", "PRIVATE key", "now exposed", "rotate it"),
+    case("dkim-private-key-as-the-p-value",
+         setting("dns.dkim", lambda: [{"selector": "mail2026", "public_key": dkim_private_key_base64()}]),
+         "dns.dkim[0].public_key", "PRIVATE key", "now exposed", "rotate it"),
 ]
 
 
