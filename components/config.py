@@ -5,7 +5,8 @@ from __future__ import annotations
 import pulumi
 from pulumi.runtime.config import CONFIG, get_config_env
 
-from spec.load import PROJECT, build_stack
+from spec.errors import ConfigError
+from spec.load import PROJECT, ROOT, build_stack, namespace_problem, spelling_problems
 from spec.model import Stack
 
 # Project keys that are secrets: read as Pulumi secret Outputs below, never part of the model.
@@ -22,8 +23,27 @@ def _project_keys() -> set[str]:
     return {k.split(":", 1)[1] for k in keys if k.startswith(f"{PROJECT}:")} - set(SECRET_KEYS)
 
 
+def _spelling_problems(stack_name: str) -> list:
+    """One spelling per section, as the engine runs us.
+
+    The engine hands every key as `namespace:key`, so a foreign project prefix (`hypha-infa:backup`)
+    is visible here and refused. A section given twice (`hypha-infra:access` and `access`) reaches
+    us as one key, the other value gone, so the stack file the CLI read (next to this program, as
+    `pulumi` runs it from the project directory) is checked too, the same way `make plan` does.
+    """
+    keys = sorted(set(CONFIG.get()) | set(get_config_env()))
+    problems = [p for p in (namespace_problem(k, f"config key {k}") for k in keys) if p is not None]
+    stack_file = ROOT / f"Pulumi.{stack_name}.yaml"
+    if stack_file.exists():
+        problems += spelling_problems(stack_file, stack_name)
+    return problems
+
+
 def stack_from_config() -> Stack:
     """The validated model of the current stack. Raises ConfigError before any resource exists."""
+    problems = _spelling_problems(pulumi.get_stack())
+    if problems:
+        raise ConfigError(pulumi.get_stack(), problems)
     cfg = pulumi.Config(PROJECT)
     raw = {key: cfg.get_object(key) for key in sorted(_project_keys())}
     return build_stack({k: v for k, v in raw.items() if v is not None}, pulumi.get_stack())
