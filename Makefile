@@ -25,8 +25,14 @@ setup:
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --disable-pip-version-check -r requirements.txt
 
+# make itself can only exit 0 or 2, so the last line names ops.plan's own code (0 fine, 1 invalid
+# config, 2 over capacity, 3 mandatory policy, 4 bug); scripts that branch on it run
+# `$(PY) -m ops.plan --stack <stack>` directly, which exits with that code.
 plan:
-	$(PY) -m ops.plan --stack $(STACK) $(ARGS)
+	@$(PY) -m ops.plan --stack $(STACK) $(ARGS); code=$$?; \
+	  case $$code in 0) ;; 1) why="invalid config";; 2) why="over capacity";; 3) why="mandatory policy violated";; *) why="a bug";; esac; \
+	  [ $$code -eq 0 ] || echo "make plan: ops.plan exited $$code ($$why)" >&2; \
+	  exit $$code
 
 test:
 	$(PY) -m pytest -q
