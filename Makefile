@@ -13,7 +13,7 @@ APT_PACKAGES := cloud-init openssh-server openssh-client python3-venv shellcheck
   bind9 certbot openssl pebble dnsutils testssl.sh \
   borgbackup borgmatic rsync postgresql prometheus prometheus-alertmanager prometheus-blackbox-exporter
 
-.PHONY: setup plan test bench docs lab drift
+.PHONY: setup plan test fuzz bench docs lab drift
 
 setup:
 	@if command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
@@ -37,11 +37,16 @@ plan:
 test:
 	$(PY) -m pytest -q
 
+# The fuzz suite with its long profile (thousands of examples per property; `make test` runs the short one).
+fuzz:
+	HYPHA_FUZZ_PROFILE=fuzz $(PY) -m pytest -q tests/test_fuzz.py
+
 bench:
 	$(PY) bench/plan_scale.py
 	$(PY) bench/converge.py
 	$(PY) bench/drift_scale.py
 	$(PY) bench/backup.py
+	$(PY) bench/load_scale.py
 
 # Does every host still hold what the code renders? KEY: the deploy key (default $$HYPHA_DEPLOY_KEY_FILE).
 drift:

@@ -223,7 +223,16 @@ class _UniqueKeyLoader(yaml.SafeLoader):
                 node.start_mark.line + 1,
                 f"the number {clip(node.value, 30)} is out of range; correct it",
             )
-        return super().construct_object(node, deep=deep)
+        try:
+            return super().construct_object(node, deep=deep)
+        except (ValueError, KeyError, TypeError, OverflowError):
+            # An explicit tag on text it does not fit (`!!int 7 x`, `!!bool maybe`): PyYAML's own
+            # constructors raise plain Python errors for these, not YAML errors.
+            raise _FileProblem(
+                node.start_mark.line + 1,
+                f"{clip(str(getattr(node, 'value', '')), 40)!r} is not a valid {node.tag.replace('tag:yaml.org,2002:', '!!')}; "
+                "correct the value or drop the tag",
+            ) from None
 
 
 # No implicit timestamps (YAML 1.1): `2021-01-01` stays the text it is, as in YAML 1.2's core schema,
@@ -291,7 +300,7 @@ def _read_yaml_node(path: Path, stack: str) -> tuple[dict[str, Any], Optional[ya
         raise ConfigError(stack, [Problem(f"{path.name}:{exc.line}", exc.message)]) from None
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
-        where = f"{path.name}:{mark.line + 1}" if mark else path.name
+        where = f"{path.name}:{mark.line + 1 if mark else 1}"
         raise ConfigError(stack, [Problem(where, f"{exc.problem or exc}; fix the YAML syntax there")]) from None
     except yaml.reader.ReaderError as exc:
         # A character YAML does not allow (NUL, other control characters): `position` counts characters.
@@ -302,12 +311,13 @@ def _read_yaml_node(path: Path, stack: str) -> tuple[dict[str, Any], Optional[ya
             [Problem(f"{path.name}:{line}:{column}", f"holds the control character U+{exc.character:04X}, which YAML does not allow; delete it")],
         ) from None
     except yaml.YAMLError as exc:
-        raise ConfigError(stack, [Problem(path.name, f"{clip(str(exc), 200)}; fix the YAML syntax")]) from None
+        raise ConfigError(stack, [Problem(f"{path.name}:1", f"{clip(str(exc), 200)}; fix the YAML syntax")]) from None
     finally:
         if loader is not None:
             loader.dispose()
     if data is not None and not isinstance(data, dict):
-        raise ConfigError(stack, [Problem(path.name, "must be a YAML map with a `config:` key")])
+        line = node.start_mark.line + 1 if node is not None else 1
+        raise ConfigError(stack, [Problem(f"{path.name}:{line}", "must be a YAML map with a `config:` key")])
     return data or {}, node
 
 

@@ -55,7 +55,7 @@ FILE_CASES = [
     ("invalid-utf8", STAGING.replace(b"hostmaster", b"host\xffmaster"), "Pulumi.staging.yaml:49:16", "not valid UTF-8"),
     ("nul-byte", STAGING.replace(b"hostmaster", b"host\x00master"), "Pulumi.staging.yaml:49:16", "U+0000"),
     ("config-is-a-list", b"config: [1, 2]\n", "Pulumi.staging.yaml:1", "`config:` must be a map"),
-    ("file-is-a-list", b"- config\n", "Pulumi.staging.yaml", "must be a YAML map"),
+    ("file-is-a-list", b"- config\n", "Pulumi.staging.yaml:1", "must be a YAML map"),
     ("int-key", STAGING.replace(b"  hypha-infra:tls:", b"  1: x\n  hypha-infra:tls:"), "Pulumi.staging.yaml:47", "not a string"),
     ("unhashable-key", STAGING.replace(b"  hypha-infra:tls:", b"  ? [a, b]\n  : x\n  hypha-infra:tls:"), "Pulumi.staging.yaml:47", "a key is a list"),
     ("bool-key", STAGING.replace(b"    domain: staging", b"    on: 1\n    domain: staging"), "Pulumi.staging.yaml:7", "is a bool"),
