@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import time
 from pathlib import Path
 
@@ -40,14 +41,26 @@ def _chain(n: int) -> list[Link]:
     return [Link("k0", "https://x.example/", 2)] + [Link(f"k{i}", f"https://{HOST}/k{i - 1}", i + 2, f"k{i - 1}") for i in range(1, n)]
 
 
-def test_a_100000_alias_chain_resolves_in_linear_time():
-    links = _chain(100_000)
+def _resolve_cpu_seconds(n: int) -> float:
+    links = _chain(n)
     links.reverse()  # the worst order for a walk per link: each starts at the far end of the chain
-    started = time.perf_counter()
-    final = resolve(links)
-    elapsed = time.perf_counter() - started
-    assert set(final.values()) == {"https://x.example/"} and len(final) == 100_000
-    assert elapsed <= 2, f"{elapsed:.2f} s"
+    # CPU time: the shared machine's load does not count against us; no GC passes, whose cost grows
+    # with the whole heap (the links themselves), not with what resolve() does.
+    gc.disable()
+    try:
+        started = time.process_time()
+        final = resolve(links)
+        elapsed = time.process_time() - started
+    finally:
+        gc.enable()
+    assert set(final.values()) == {"https://x.example/"} and len(final) == n
+    return elapsed
+
+
+def test_a_100000_alias_chain_resolves_in_linear_time():
+    # A walk per link to the chain's end (the old resolve) is 5 * 10**9 steps here: hours, not 2 s.
+    elapsed = _resolve_cpu_seconds(100_000)
+    assert elapsed <= 2, f"{elapsed:.2f} s CPU"
 
 
 def test_a_long_loop_is_reported_once_with_a_bounded_message():
