@@ -327,6 +327,25 @@ def test_the_program_registers_nothing_for_a_refused_config(mutate):
     EXAMPLES["program"] += 1
 
 
+@pytest.mark.parametrize(
+    "damage",
+    [
+        pytest.param(lambda b: b.replace(b"handbook.", b"hand\xffbook.", 1), id="invalid-utf8"),
+        pytest.param(lambda b: b + b"vote,https://link.hypha.coop/vote\n", id="alias-loop"),
+        pytest.param(lambda b: b"\xef\xbb\xbf" + b, id="bom"),
+    ],
+)
+def test_the_program_registers_nothing_for_a_refused_shortlinks_csv(workdir, monkeypatch, damage):
+    path = workdir / "shortlinks.csv"
+    path.write_bytes(damage(FILES["shortlinks.csv"]))
+    monkeypatch.setattr(shortlinks, "CSV_PATH", path)
+    with pytest.raises(shortlinks.ShortlinksError) as caught:
+        mockrun.run_stack("staging", raw=copy.deepcopy(RAW["staging"]))
+    assert mockrun.last_run is not None and mockrun.last_run.resources == [], "registered before the CSV was validated"
+    assert all(_FILE_LINE.match(p.path) for p in caught.value.problems), str(caught.value)
+    EXAMPLES["program"] += 1
+
+
 def test_the_unchanged_files_load_and_render_so_the_fuzz_starts_from_valid_input(workdir):
     root = _project(workdir, {})
     for stack in STACKS:
