@@ -271,6 +271,32 @@ def test_deleted_renamed_and_hostile_keys_validate_or_are_refused_with_a_key_pat
     outcome(lambda: render_all(build_stack(raw, stack)))
 
 
+@st.composite
+def reshaped_raw(draw, stack: str) -> dict:
+    """Another shape of the same stack: optional sections, services and non-gateway hosts dropped
+    (with the services on them), as a smaller co-op or a stack being built up would have it."""
+    raw = copy.deepcopy(RAW[stack])
+    for section in ("dns", "tls", "backup", "monitoring"):
+        if section in raw and draw(st.booleans()):
+            del raw[section]
+    hosts = sorted(n for n, h in raw["hosts"].items() if "gateway" not in h.get("roles", []))
+    for name in draw(st.lists(st.sampled_from(hosts), unique=True)) if hosts else []:
+        del raw["hosts"][name]
+        raw["services"] = {k: v for k, v in raw.get("services", {}).items() if v.get("host") != name}
+    services = sorted(raw.get("services", {}))
+    for name in draw(st.lists(st.sampled_from(services), unique=True)) if services else []:
+        del raw["services"][name]
+    return raw
+
+
+@pytest.mark.parametrize("stack", STACKS)
+@given(data=st.data())
+def test_every_shape_of_a_stack_validates_and_renders_or_is_refused_with_a_key_path(stack, data):
+    raw = data.draw(reshaped_raw(stack))
+    EXAMPLES[f"shape[{stack}]"] += 1
+    outcome(lambda: render_all(build_stack(raw, stack)))
+
+
 def _csv_row():
     keyword = st.one_of(st.sampled_from(HOSTILE_TEXT), st.from_regex(r"[a-z0-9][a-z0-9_-]{0,50}", fullmatch=True))
     url = st.one_of(
