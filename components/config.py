@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pulumi
 from pulumi.runtime.config import CONFIG, get_config_env
 
@@ -45,8 +47,20 @@ def stack_from_config() -> Stack:
     if problems:
         raise ConfigError(pulumi.get_stack(), problems)
     cfg = pulumi.Config(PROJECT)
-    raw = {key: cfg.get_object(key) for key in sorted(_project_keys())}
+    raw = {key: _value(cfg.get(key)) for key in sorted(_project_keys())}
     return build_stack({k: v for k, v in raw.items() if v is not None}, pulumi.get_stack())
+
+
+def _value(text: str | None):
+    """A config value as the stack file wrote it. The engine hands maps and lists as JSON and plain
+    strings as they are; `Config.get_object` raises ConfigTypeError on a plain string such as
+    `tls: hello{`, which must be a config error with its key path (the model says "must be a map")."""
+    if text is None:
+        return None
+    try:
+        return json.loads(text)
+    except (ValueError, RecursionError):  # not JSON, a number too long for int(), nesting too deep
+        return text
 
 
 def deploy_private_key() -> pulumi.Output[str]:

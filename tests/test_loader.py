@@ -219,3 +219,18 @@ def test_the_temporary_project_has_what_the_loader_reads(tmp_path):
     root = project(tmp_path, STAGING)
     shutil.copy(ROOT / "Pulumi.prod.yaml", root)
     assert load_stack("prod", root) == load_stack("prod")
+
+
+@pytest.mark.parametrize("value", ["hello{", "[1", "", "9" * 5000])
+def test_a_section_given_as_plain_text_is_a_config_error_in_the_program(value):
+    """The engine hands a plain string as is; pulumi.Config.get_object would raise ConfigTypeError on it."""
+    raw = read_stack_config("staging")
+    raw["tls"] = value
+    exc = program_refusal("staging", raw)
+    assert any(p.path.startswith("tls") for p in exc.problems), str(exc)
+
+
+def test_json_nested_too_deep_for_the_parser_is_a_config_error_in_the_program():
+    raw = read_stack_config("staging")
+    raw["tls"] = "[" * 100_000 + "]" * 100_000  # json.loads would raise RecursionError
+    program_refusal("staging", raw)
