@@ -71,9 +71,16 @@ def build_stack(raw: dict[str, Any], stack_name: str) -> Stack:
         raise ConfigError(stack_name, [Problem("config", f"must be a map of section to settings, not {type(raw).__name__}")])
     # Values no model field could hold are refused first: pydantic would only turn some of them into
     # errors, and a number like 1e308 must not reach arithmetic (capacity sums, address offsets).
-    problems: list[Problem] = value_problems(raw, "config")
+    problems: list[Problem] = []
+    for key, value in raw.items():
+        # Under its section's name, or as `hypha-infra:<key>` like any unknown section.
+        where = key if key in KNOWN_SECTIONS else f"{PROJECT}:{clip(key, 60) if isinstance(key, str) else _short(key)}"
+        if not isinstance(key, str):
+            problems.append(Problem(where, f"the section name {_short(key)} is a {type(key).__name__}, not a string"))
+            continue
+        problems += value_problems(value, where, 1)
     if problems:
-        raise ConfigError(stack_name, [Problem(p.path.removeprefix("config."), p.message) for p in problems])
+        raise ConfigError(stack_name, problems)
     for key in raw:
         if key not in KNOWN_SECTIONS:
             problems.append(

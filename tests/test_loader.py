@@ -234,3 +234,10 @@ def test_json_nested_too_deep_for_the_parser_is_a_config_error_in_the_program():
     raw = read_stack_config("staging")
     raw["tls"] = "[" * 100_000 + "]" * 100_000  # json.loads would raise RecursionError
     program_refusal("staging", raw)
+
+
+def test_an_out_of_range_number_under_an_unknown_section_is_named_like_the_section():
+    raw = read_stack_config("staging")
+    raw["tsl"] = {"port": float("inf")}
+    exc = pytest.raises(ConfigError, build_stack, raw, "staging").value
+    assert [p.path for p in exc.problems] == ["hypha-infra:tsl.port"], str(exc)
