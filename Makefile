@@ -13,7 +13,7 @@ APT_PACKAGES := cloud-init openssh-server openssh-client python3-venv shellcheck
   bind9 certbot openssl pebble dnsutils testssl.sh \
   borgbackup borgmatic rsync postgresql prometheus prometheus-alertmanager prometheus-blackbox-exporter
 
-.PHONY: setup plan test bench docs lab drift
+.PHONY: setup plan test fuzz bench docs lab drift
 
 setup:
 	@if command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
@@ -25,17 +25,28 @@ setup:
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --disable-pip-version-check -r requirements.txt
 
+# make itself can only exit 0 or 2, so the last line names ops.plan's own code (0 fine, 1 invalid
+# config, 2 over capacity, 3 mandatory policy, 4 bug); scripts that branch on it run
+# `$(PY) -m ops.plan --stack <stack>` directly, which exits with that code.
 plan:
-	$(PY) -m ops.plan --stack $(STACK) $(ARGS)
+	@$(PY) -m ops.plan --stack $(STACK) $(ARGS); code=$$?; \
+	  case $$code in 0) ;; 1) why="invalid config";; 2) why="over capacity";; 3) why="mandatory policy violated";; *) why="a bug";; esac; \
+	  [ $$code -eq 0 ] || echo "make plan: ops.plan exited $$code ($$why)" >&2; \
+	  exit $$code
 
 test:
 	$(PY) -m pytest -q
+
+# The fuzz suite with its long profile (thousands of examples per property; `make test` runs the short one).
+fuzz:
+	HYPHA_FUZZ_PROFILE=fuzz $(PY) -m pytest -q tests/test_fuzz.py
 
 bench:
 	$(PY) bench/plan_scale.py
 	$(PY) bench/converge.py
 	$(PY) bench/drift_scale.py
 	$(PY) bench/backup.py
+	$(PY) bench/load_scale.py
 
 # Does every host still hold what the code renders? KEY: the deploy key (default $$HYPHA_DEPLOY_KEY_FILE).
 drift:

@@ -111,4 +111,8 @@ def generate(hosts: int, stack: str = "prod") -> dict[str, Any]:
     raw["services"] = services
     # The zone names the real catalog's mail and name-server hosts, which a generated stack lacks.
     raw.pop("dns", None)
+    # Prod publishes the monitoring UIs through the proxy as services of its own catalog, replaced
+    # above; the generated stack keeps them on the VPN.
+    if isinstance(raw.get("monitoring"), dict):
+        raw["monitoring"]["ui"] = "vpn"
     return raw

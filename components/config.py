@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
+
 import pulumi
 from pulumi.runtime.config import CONFIG, get_config_env, is_config_secret
 
 from spec.errors import ConfigError
+from spec.load import PROJECT, ROOT, build_stack, namespace_problem, spelling_problems
 from spec.secrets import clear_text_secrets_from_engine
-from spec.load import PROJECT, build_stack
 from spec.model import Stack
 
 # Project keys that are secrets: read as Pulumi secret Outputs below, never part of the model.
@@ -24,13 +26,43 @@ def _project_keys() -> set[str]:
     return {k.split(":", 1)[1] for k in keys if k.startswith(f"{PROJECT}:")} - set(SECRET_KEYS)
 
 
+def _spelling_problems(stack_name: str) -> list:
+    """One spelling per section, as the engine runs us.
+
+    The engine hands every key as `namespace:key`, so a foreign project prefix (`hypha-infa:backup`)
+    is visible here and refused. A section given twice (`hypha-infra:access` and `access`) reaches
+    us as one key, the other value gone, so the stack file the CLI read (next to this program, as
+    `pulumi` runs it from the project directory) is checked too, the same way `make plan` does.
+    """
+    keys = sorted(set(CONFIG.get()) | set(get_config_env()))
+    problems = [p for p in (namespace_problem(k, f"config key {k}") for k in keys) if p is not None]
+    stack_file = ROOT / f"Pulumi.{stack_name}.yaml"
+    if stack_file.exists():
+        problems += spelling_problems(stack_file, stack_name)
+    return problems
+
+
 def stack_from_config() -> Stack:
     """The validated model of the current stack. Raises ConfigError before any resource exists."""
-    if leaked := clear_text_secrets_from_engine(set(CONFIG.get()) | set(get_config_env()), is_config_secret):
-        raise ConfigError(pulumi.get_stack(), leaked)
+    problems = _spelling_problems(pulumi.get_stack())
+    problems += clear_text_secrets_from_engine(set(CONFIG.get()) | set(get_config_env()), is_config_secret)
+    if problems:
+        raise ConfigError(pulumi.get_stack(), problems)
     cfg = pulumi.Config(PROJECT)
-    raw = {key: cfg.get_object(key) for key in sorted(_project_keys())}
+    raw = {key: _value(cfg.get(key)) for key in sorted(_project_keys())}
     return build_stack({k: v for k, v in raw.items() if v is not None}, pulumi.get_stack())
+
+
+def _value(text: str | None):
+    """A config value as the stack file wrote it. The engine hands maps and lists as JSON and plain
+    strings as they are; `Config.get_object` raises ConfigTypeError on a plain string such as
+    `tls: hello{`, which must be a config error with its key path (the model says "must be a map")."""
+    if text is None:
+        return None
+    try:
+        return json.loads(text)
+    except (ValueError, RecursionError):  # not JSON, a number too long for int(), nesting too deep
+        return text
 
 
 def deploy_private_key() -> pulumi.Output[str]:

@@ -2,8 +2,10 @@
 
     python -m ops.plan --stack prod [--json]
 
-Exit 0 when the plan is fine, 1 when the config is invalid, 2 when a node is over capacity,
-3 when a policy whose level is mandatory (policy/config.<stack>.json) is violated.
+Exit codes (EXIT below; README, "Offline plan"): 0 the plan is fine, 1 the config is invalid,
+2 a node is over capacity (the config is otherwise valid), 3 a policy whose level is mandatory
+(policy/config.<stack>.json) is violated, 4 a bug in this program (never a config problem).
+With `--json` a failure prints a JSON document too: {"stack", "status", "exit_code", "problems"|"error"}.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import argparse
 import json
 import sys
 import time
+import traceback
 from collections import Counter, defaultdict
 from typing import Any
 
@@ -21,6 +24,15 @@ from spec.errors import ConfigError
 from spec.load import build_stack, read_stack_config
 
 from .mockrun import Run, run_stack
+
+EXIT = {"ok": 0, "invalid_config": 1, "over_capacity": 2, "mandatory_policy": 3, "bug": 4}
+MEANING = {
+    0: "the plan is fine",
+    1: "the config is invalid",
+    2: "a node is over capacity",
+    3: "a mandatory policy is violated",
+    4: "a bug in hypha-infra, not in the config",
+}
 
 
 def _top_level(run: Run) -> dict[str, Counter]:
@@ -119,20 +131,35 @@ def format_report(r: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _failure(args, status: str, text: str, detail: dict[str, Any]) -> int:
+    print(text, file=sys.stderr)
+    if args.json:
+        print(json.dumps({"stack": args.stack, "status": status, "exit_code": EXIT[status], **detail}, indent=2))
+    return EXIT[status]
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="ops.plan", description=__doc__.split("\n")[0])
     parser.add_argument("--stack", required=True, help="stack name: a Pulumi.<stack>.yaml must exist")
-    parser.add_argument("--json", action="store_true", help="print the report as JSON")
+    parser.add_argument("--json", action="store_true", help="print the report (or the failure) as JSON")
     args = parser.parse_args(argv)
     try:
         report = build_report(args.stack)
     except ConfigError as exc:
-        print(exc, file=sys.stderr)
-        return 1
+        status = "over_capacity" if exc.over_capacity else "invalid_config"
+        problems = [{"path": p.path, "message": p.message, "kind": p.kind} for p in exc.problems]
+        return _failure(args, status, str(exc), {"problems": problems})
+    except Exception as exc:  # noqa: BLE001 - anything but a config error is a bug, and says so
+        traceback.print_exc()
+        line = (
+            f"ops.plan: internal error ({type(exc).__name__}): a bug in hypha-infra, not in the config of "
+            f"stack {args.stack!r}; exit {EXIT['bug']}. Please report it with the traceback above."
+        )
+        return _failure(args, "bug", line, {"error": f"{type(exc).__name__}: {exc}"[:500]})
     print(json.dumps(report, indent=2) if args.json else format_report(report))
     if report["over_capacity"]:
-        return 2
-    return 3 if not report["policies"]["passed"] else 0
+        return EXIT["over_capacity"]
+    return EXIT["mandatory_policy"] if not report["policies"]["passed"] else EXIT["ok"]
 
 
 if __name__ == "__main__":

@@ -12,7 +12,7 @@ from .capacity import usage
 from .backup import check_backup
 from .dns import Dns, check_dns
 from .monitoring import check_monitoring
-from .errors import Problem
+from .errors import OVER_CAPACITY, Problem
 from .keys import parse_public_key
 from .model import HOST_ROLES, Access, Host, Network, Person, Proxmox, Service, Site
 from .placement import check_public_addresses, check_services_placement
@@ -39,7 +39,8 @@ def check(
     declared: Optional[dict[str, set[str]]] = None,
 ) -> list[Problem]:
     out: list[Problem] = []
-    add = lambda path, msg: out.append(Problem(path, msg))  # noqa: E731
+    # kind OVER_CAPACITY: a node too small for its hosts, not a config mistake (`make plan` exits 2).
+    add = lambda path, msg, kind="config": out.append(Problem(path, msg, kind))  # noqa: E731
 
     if site is not None:
         if site.stack != stack_name:
@@ -214,6 +215,7 @@ def _check_hosts(site, proxmox, network, hosts: dict[str, Host], add) -> None:
                     f"proxmox.nodes.{node_name}",
                     f"hosts on it ask for {u.vcpus.used} vCPUs but it offers {u.vcpus.offered} "
                     f"({node.cores} threads x vcpu_ratio {node.vcpu_ratio}); move or shrink hosts ({biggest('cores')})",
+                    OVER_CAPACITY,
                 )
             if u.memory_mb.level == "over":
                 add(
@@ -221,6 +223,7 @@ def _check_hosts(site, proxmox, network, hosts: dict[str, Host], add) -> None:
                     f"hosts on it ask for {u.memory_mb.used} MiB RAM but it offers {u.memory_mb.offered} MiB "
                     f"(memory_mb {node.memory_mb} - reserved_memory_mb {node.reserved_memory_mb}); "
                     f"move or shrink hosts ({biggest('memory_mb')})",
+                    OVER_CAPACITY,
                 )
             for ds, su in u.storage.items():
                 if su.level == "over":
@@ -229,6 +232,7 @@ def _check_hosts(site, proxmox, network, hosts: dict[str, Host], add) -> None:
                         f"proxmox.nodes.{node_name}.storage.{ds}",
                         f"hosts on it ask for {su.used} GiB but it has {su.offered} GiB; "
                         f"move or shrink disks ({biggest('disk_gb', disks)})",
+                        OVER_CAPACITY,
                     )
 
 

@@ -43,7 +43,7 @@ def clear_text_secrets(config: Any, file_name: str) -> list[Problem]:
             continue
         out.append(
             Problem(
-                key,
+                _full_key(key),
                 f"is a secret but {file_name} holds it in clear; it is exposed to everyone with the repository, "
                 f"so rotate it, delete this entry, and store the new one encrypted with "
                 f"`pulumi config set --secret {key} <value>`",

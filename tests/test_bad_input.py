@@ -535,9 +535,9 @@ CASES = [
     case("boolean-given-as-yes", setting("site.on_boot", "yes"),
          "site.on_boot", "'yes' is text, not a boolean", "write true or false"),
     case("vcpu-ratio-infinite", setting("proxmox.nodes.kvm1.vcpu_ratio", float("inf")),
-         "proxmox.nodes.kvm1.vcpu_ratio", "is not a finite number"),
+         "proxmox.nodes.kvm1.vcpu_ratio", "the number inf is out of range"),
     case("vm-id-1e308", setting("hosts.bw1.vm_id", 1e308),
-         "hosts.bw1.vm_id", "is not a whole number", "without a decimal point or exponent"),
+         "hosts.bw1.vm_id", "the number 1e+308 is out of range", "correct it"),
     case("memory-as-a-fraction", setting("hosts.bw1.memory_mb", 1024.5),
          "hosts.bw1.memory_mb", "is not a whole number"),
     # Lists that must not repeat.

@@ -136,7 +136,7 @@ BAD = [
     ("keyword-with-slash", HEADER + ROWS + "a/b,https://x.example/\n", 4, ("'a/b'", "rename")),
     ("keyword-with-inner-space", HEADER + ROWS + "a b,https://x.example/\n", 4, ("'a b'", "rename")),
     ("keyword-starting-with-dash", HEADER + ROWS + "-ab,https://x.example/\n", 4, ("starting with a letter or digit",)),
-    ("keyword-too-long", HEADER + ROWS + "k" * 65 + ",https://x.example/\n", 4, ("65 characters", "at most 64")),
+    ("keyword-too-long", HEADER + ROWS + "k" * 65 + ",https://x.example/\n", 4, ("65 characters", "at most 44")),
     ("keyword-empty", HEADER + ROWS + ",https://x.example/\n", 4, ("keyword is empty", "e.g. `handbook`")),
     ("keyword-leading-space", HEADER + ROWS + " meet,https://x.example/\n", 4, ("' meet'", "whitespace before", "delete the space")),
     ("keyword-trailing-space", HEADER + ROWS + "meet ,https://x.example/\n", 4, ("'meet '", "whitespace after", "delete the space")),

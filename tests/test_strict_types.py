@@ -192,7 +192,8 @@ def test_a_secret_written_in_clear_in_the_stack_file_is_refused_naming_the_key_a
     with pytest.raises(ConfigError) as caught:
         read_stack_config("prod", root=root)
     (problem,) = caught.value.problems
-    assert problem.path == key
+    # Named by its full config key, as `pulumi config` names it.
+    assert problem.path == (key if ":" in key else f"hypha-infra:{key}")
     assert "Pulumi.prod.yaml holds it in clear" in problem.message
     assert f"pulumi config set --secret {key}" in problem.message
     assert "rotate it" in problem.message
