@@ -38,6 +38,7 @@ from policy.view import (
     env_list,
     hosts,
     script_files,
+    snippet_text,
     stack_model,
     user_data_files,
     with_tag,
@@ -145,7 +146,7 @@ def _login_problems(files: list[tuple[str, str]]) -> list[str]:
 
 def no_password_or_root_login(args: ResourceValidationArgs, report: ReportViolation) -> None:
     if args.resource_type == SNIPPET:
-        data, files = user_data_files(str((args.props.get("sourceRaw") or {}).get("data") or ""))
+        data, files = user_data_files(snippet_text(args.props))
         if not data:
             return
         if data.get("ssh_pwauth") is not False:

@@ -25,7 +25,7 @@ import pytest
 from google.protobuf import empty_pb2
 from pulumi.runtime.proto import analyzer_pb2_grpc
 
-from ops.mockrun import Registered, Run, run_stack
+from ops.mockrun import Registered, Run, plain, run_stack
 from ops.policy_check import evaluate, export_state, load_policy_config, resolve
 from policy.policies import ALLOW_REPLACE_ENV, BASELINE_ENV, POLICIES
 from policy.view import script_files
@@ -108,9 +108,10 @@ def set_user_data(run: Run, host: str, edit) -> None:
     import yaml
 
     snippet = resource(run, SNIPPET, host)
-    doc = yaml.safe_load(snippet.inputs["sourceRaw"]["data"])
+    source = plain(snippet.inputs["sourceRaw"])  # the secret's wrapper stays: edited in place
+    doc = yaml.safe_load(source["data"])
     edit(doc)
-    snippet.inputs["sourceRaw"]["data"] = "#cloud-config\n" + yaml.safe_dump(doc)
+    source["data"] = "#cloud-config\n" + yaml.safe_dump(doc)
 
 
 def vm(run: Run, host: str) -> Registered:
