@@ -200,14 +200,16 @@ def boot_and_converge(lab, ls: LabStack) -> dict:
     import concurrent.futures
     import time
 
-    from ops.remote import PINS, converge
+    from ops.remote import LATE, PINS, converge
     from spec import derive
 
     hosts = list(ls.stack.hosts)
     for h in hosts:  # RSA 4096 takes a while: made before the parallel boots, not in them
         ls.host_key(h)
-    # Every later session of this process (the tests' own among them) trusts these keys only.
+    # Every later session of this process (the tests' own among them) trusts these keys only, and
+    # a later converge of a re-rendered script gets the same late values.
     PINS.add(ls.known_hosts())
+    LATE.update({**ls.host_key_late(), **ls.late})
     with concurrent.futures.ThreadPoolExecutor(len(hosts)) as pool:
         list(pool.map(lambda h: lab.first_boot(h, ls.user_data(h)), hosts))
     for h in hosts:  # cloud-init restarted sshd (set_passwords); wait until it is back

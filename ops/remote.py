@@ -29,7 +29,7 @@ from typing import Optional
 
 import paramiko
 
-from render.converge import converge_script
+from render.converge import converge_script, fill, late_names
 from spec import derive
 from spec.model import Stack
 
@@ -118,6 +118,9 @@ class Pins:
 
 PINS = Pins(source="this process's pins (ops.remote.PINS)")
 """What a Session trusts when given no Pins: the lab adds its hosts' keys here."""
+LATE: dict[str, str] = {}
+"""Late values `converge` may fill into a script that still has placeholders: the lab's stand-ins
+for what components/late.py makes (only `pulumi up` has the real ones)."""
 
 
 def pins_for(stack_name: str, path: Optional[str] = None) -> Pins:
@@ -280,9 +283,15 @@ class Session:
 
 def converge(stack: Stack, host: str, private_key: str, script: Optional[str] = None, user: str = derive.DEPLOY_USER,
              pins: Optional[Pins] = None) -> Result:
-    """Run the host's converge script, exactly as the Pulumi command does (`sudo -n sh -s` on stdin)."""
+    """Run the host's converge script, exactly as the Pulumi command does (`sudo -n sh -s` on stdin).
+
+    Placeholders still in the script are filled from LATE; one it lacks is a KeyError naming it,
+    raised before connecting (a host must never get a file with a hole in it)."""
+    script = script if script is not None else converge_script(stack, host)
+    if late_names(script):
+        script = fill(script, LATE)
     with Session(stack, host, user, private_key, pins=pins) as session:
-        return session.run("sudo -n sh -s", stdin=script if script is not None else converge_script(stack, host))
+        return session.run("sudo -n sh -s", stdin=script)
 
 
 def can_login(stack: Stack, host: str, user: str, private_key: str, pins: Optional[Pins] = None) -> bool:
@@ -306,12 +315,25 @@ def main(argv: Optional[list[str]] = None) -> int:
     conv.add_argument("--key", required=True, help="the deploy key's private half (a file)")
     conv.add_argument("--known-hosts", help=f"the pinned host keys (default: ${KNOWN_HOSTS_FILE_ENV}, "
                                             f"else `pulumi stack output {KNOWN_HOSTS_OUTPUT}`)")
+    conv.add_argument("--stack-file", help="read the stack config from this YAML file instead (labs)")
     args = parser.parse_args(argv)
-    stack = load_stack(args.stack)
+    if args.stack_file:
+        import yaml
+
+        from spec.load import build_stack
+
+        with open(args.stack_file, encoding="utf-8") as fh:
+            stack = build_stack(yaml.safe_load(fh), args.stack)
+    else:
+        stack = load_stack(args.stack)
     try:
         pins = pins_for(args.stack, args.known_hosts)
         with open(args.key, encoding="utf-8") as fh:
             result = converge(stack, args.host, fh.read(), pins=pins)
+    except KeyError as exc:
+        print(f"ops remote: {args.host}'s converge needs generated secrets only `pulumi up` has ({exc.args[0]}); "
+              "converge it with `pulumi up`", file=sys.stderr)
+        return 1
     except (HostKeyError, ValueError, OSError) as exc:
         print(f"ops remote: {exc}", file=sys.stderr)
         return 1
