@@ -209,3 +209,53 @@ def test_the_plan_says_where_the_keys_come_from_and_which_addresses_they_cover()
     assert "pulumi stack output known_hosts" in text
     # Mock keys are stand-ins: the plan never shows one as if it were a host's real key.
     assert "AAAAC3NzaC1lZDI1NTE5" not in text
+
+
+def _key_line(comment: str) -> str:
+    from ops.labstack import ssh_keypair
+
+    return " ".join(ssh_keypair(comment).public_line.split()[:2])
+
+
+def test_pins_come_from_a_file_the_environment_or_the_stack_output_never_from_nowhere(monkeypatch, tmp_path):
+    from ops import remote
+
+    line = f"203.0.113.12,10.0.1.12 {_key_line('gw')} hypha-prod-gateway\n"
+    (tmp_path / "kh").write_text(line)
+    for var in (remote.KNOWN_HOSTS_FILE_ENV, remote.KNOWN_HOSTS_ENV):
+        monkeypatch.delenv(var, raising=False)
+    assert remote.pins_for("prod", str(tmp_path / "kh")).lookup("10.0.1.12").get_name() == "ssh-ed25519"
+    monkeypatch.setenv(remote.KNOWN_HOSTS_ENV, line)
+    assert remote.pins_for("prod").lookup("203.0.113.12") is not None
+    assert remote.pins_for("prod").lookup("10.0.1.13") is None
+    monkeypatch.delenv(remote.KNOWN_HOSTS_ENV)
+    monkeypatch.setenv("PATH", str(tmp_path))  # no pulumi CLI here: nothing to read the output with
+    with pytest.raises(ValueError, match="--known-hosts FILE"):
+        remote.pins_for("prod")
+    with pytest.raises(ValueError, match=r"line 2: not a known_hosts line"):
+        remote.Pins(line + "garbage\n")
+
+
+def test_drift_reports_a_gateway_with_another_key_as_host_key_and_reads_nothing_behind_it(monkeypatch):
+    import paramiko
+
+    from ops import drift, remote
+
+    stack = model("prod")
+    gw = derive.gateway_name(stack)
+    want, got = (paramiko.PKey.from_type_string(kind, base64.b64decode(blob))
+                 for kind, blob in (_key_line(c).split() for c in ("want", "got")))
+    opened = []
+
+    def refuse(stack_, host, *args, **kwargs):
+        opened.append(host)
+        raise remote.HostKeyMismatch(host, derive.gateway_address(stack_), got, want)
+
+    monkeypatch.setattr(drift, "Session", refuse)
+    report = drift.check(stack, "unused")
+    assert opened == [gw]  # no host behind the gateway was dialled
+    assert report.hosts[gw].status == "host-key" and report.exit_code == drift.ERROR
+    assert f"{gw} (203.0.113.12): host key mismatch" in report.hosts[gw].error
+    assert remote.fingerprint(got) in report.hosts[gw].error and remote.fingerprint(want) in report.hosts[gw].error
+    assert all(h.status == "error" and not h.findings for n, h in report.hosts.items() if n != gw)
+    assert f"HOST KEY: {gw} (203.0.113.12): host key mismatch" in drift.format_report(report)
