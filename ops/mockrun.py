@@ -11,6 +11,7 @@ import gc
 import hashlib
 import json
 import runpy
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
@@ -90,7 +91,7 @@ class _Mocks(pmocks.Mocks):
             return str(state.get("vmId", args.name)), state
         if args.typ == "tls:index/privateKey:PrivateKey":
             if state.get("algorithm") == "RSA":
-                state.update(_mock_rsa(args.name, int(state.get("rsaBits", 2048))))
+                state.update(_mock_rsa(int(state.get("rsaBits", 2048))))
             else:
                 state.update(_mock_ed25519(args.name))
         if args.typ == "random:index/randomPassword:RandomPassword":
@@ -130,15 +131,23 @@ def _mock_ed25519(name: str) -> dict:
     return _tls_outputs("ED25519", ed25519.Ed25519PrivateKey.from_private_bytes(_seed(name)), ser.PrivateFormat.PKCS8)
 
 
-@functools.lru_cache(maxsize=None)
-def _mock_rsa(name: str, bits: int) -> dict:
-    """A real RSA key pair as tls.PrivateKey returns it. Made at random (RSA has no seeded form
-    here), once per name and process: only Ed25519 keys are ever pinned or shown by `make plan`."""
+_RSA: dict[int, dict] = {}
+_RSA_LOCK = threading.Lock()
+
+
+def _mock_rsa(bits: int) -> dict:
+    """A real RSA key pair as tls.PrivateKey returns it, one per size and process, shared by every
+    resource: RSA has no seeded form here, a 4096-bit key takes ~0.35 s (500 hosts in
+    bench/plan_scale.py would spend minutes), and only Ed25519 keys are pinned or shown by `make plan`.
+    Locked: the mocks register resources from several threads, and two keys would make two runs differ."""
     from cryptography.hazmat.primitives import serialization as ser
     from cryptography.hazmat.primitives.asymmetric import rsa
 
-    key = rsa.generate_private_key(public_exponent=65537, key_size=bits)
-    return _tls_outputs("RSA", key, ser.PrivateFormat.TraditionalOpenSSL)
+    with _RSA_LOCK:
+        if bits not in _RSA:
+            key = rsa.generate_private_key(public_exponent=65537, key_size=bits)
+            _RSA[bits] = _tls_outputs("RSA", key, ser.PrivateFormat.TraditionalOpenSSL)
+        return _RSA[bits]
 
 
 def _mock_password(name: str, length: int) -> str:

@@ -61,6 +61,9 @@ def test_two_runs_of_the_same_config_give_identical_connection_inputs():
         c.urn: c.inputs["connection"] for c in second.of_type(COMMAND)
     }
     assert first.exports["known_hosts"] == second.exports["known_hosts"]
+    # The keys behind them too: an unchanged stack re-sends no converge and rewrites no snippet.
+    for type_, value in ((COMMAND, lambda c: plain(c.inputs["stdin"])), (SNIPPET, snippet_source)):
+        assert {x.urn: value(x) for x in first.of_type(type_)} == {x.urn: value(x) for x in second.of_type(type_)}
 
 
 @pytest.mark.parametrize("stack", STACKS)
