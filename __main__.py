@@ -29,10 +29,11 @@ provider = pve.Provider(
     endpoint=stack.proxmox.endpoint,
     insecure=stack.proxmox.insecure,
     api_token=proxmox_api_token(),
-    # Snippets are uploaded over SSH to the node; the operator's ssh-agent holds the key. The
-    # provider has no host key option: it checks the node against ~/.ssh/known_hosts of whoever
-    # runs the engine, refuses a changed key and adds an unknown one (bpg/terraform-provider-proxmox
-    # v0.111.1 proxmox/ssh/client.go:663-686), so the README has that file seeded beforehand.
+    # Snippets are uploaded over SSH to the node; the operator's ssh-agent holds the key. There is
+    # no host key option (pulumi-proxmoxve 8.6.0's ProviderSshArgs; bpg v0.111.1 fwprovider/
+    # provider.go:97-115): the provider checks the node against ~/.ssh/known_hosts of whoever runs
+    # the engine, refuses a changed key and adds an unknown one (bpg/terraform-provider-proxmox
+    # v0.111.1 proxmox/ssh/client.go:663-689), so the README has that file seeded beforehand.
     ssh=pve.ProviderSshArgs(agent=True, username=stack.proxmox.ssh_user),
 )
 with_provider = pulumi.ResourceOptions(providers=[provider])
