@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import base64
 import copy
+import subprocess
+from pathlib import Path
 
 import pytest
 import yaml
@@ -262,3 +264,53 @@ def test_drift_reports_a_gateway_with_another_key_as_host_key_and_reads_nothing_
     assert remote.fingerprint(got) in report.hosts[gw].error and remote.fingerprint(want) in report.hosts[gw].error
     assert all(h.status == "error" and not h.findings for n, h in report.hosts.items() if n != gw)
     assert f"HOST KEY: {gw} (203.0.113.12): host key mismatch" in drift.format_report(report)
+
+
+def _rotation_run(tmp_path, values: dict) -> tuple[subprocess.CompletedProcess, Path]:
+    """The rotation script on a directory standing in for /etc/ssh (and sshd's run dir), reload left out."""
+    from render.converge import fill
+
+    etc = tmp_path / "etc-ssh"
+    etc.mkdir()
+    for name in ("ssh_host_ed25519_key", "ssh_host_ed25519_key.pub"):
+        (etc / name).write_text("old\n")
+    script = fill(hostkeys.rotation_script("web1", 1), values)
+    script = script.replace("/etc/ssh/", f"{etc}/").replace("/run/sshd", str(tmp_path / "run-sshd"))
+    script = script.replace("systemctl reload ssh", "echo reloaded").replace("chown root:root", "true")
+    path = tmp_path / "rotate.sh"
+    path.write_text(script)
+    return subprocess.run(["sh", str(path)], capture_output=True, text=True, timeout=60), etc
+
+
+def _rotation_values(material: dict) -> dict:
+    return {hostkeys.late_name("web1", k, half): material[f"{k}-{half}"] for k in hostkeys.KEY_TYPES for half in ("private", "public")}
+
+
+def test_the_rotation_script_is_shellcheck_clean_and_installs_the_new_keys(tmp_path):
+    import shutil
+
+    from ops.labstack import host_key_material
+
+    script = hostkeys.rotation_script("web1", 1)
+    (tmp_path / "raw.sh").write_text(script)
+    lint = subprocess.run([shutil.which("shellcheck") or "shellcheck", "-s", "sh", str(tmp_path / "raw.sh")],
+                          capture_output=True, text=True)
+    assert lint.returncode == 0, lint.stdout
+    material = host_key_material()
+    result, etc = _rotation_run(tmp_path, _rotation_values(material))
+    assert result.returncode == 0, result.stderr
+    assert "reloaded" in result.stdout and "generation 1 in place" in result.stdout
+    for kind in hostkeys.KEY_TYPES:
+        for half, suffix in (("private", ""), ("public", ".pub")):
+            f = etc / (Path(hostkeys.key_path(kind)).name + suffix)
+            assert f.read_text() == material[f"{kind}-{half}"] and (f.stat().st_mode & 0o777) == 0o600
+    assert [p.name for p in etc.iterdir() if p.name.startswith("hypha-host-keys.")] == []  # stage removed
+
+
+def test_a_rotation_with_a_mismatched_pair_changes_nothing(tmp_path):
+    from ops.labstack import host_key_material
+
+    material, other = host_key_material(), host_key_material()
+    result, etc = _rotation_run(tmp_path, _rotation_values({**material, "ed25519-public": other["ed25519-public"]}))
+    assert result.returncode != 0 and "reloaded" not in result.stdout
+    assert (etc / "ssh_host_ed25519_key").read_text() == "old\n" and not (etc / "ssh_host_rsa_key").exists()
