@@ -145,7 +145,8 @@ class HostView:
         ]
 
 
-# How Pulumi's wire format marks a secret (pulumi.runtime.rpc); in-process runs keep the marker.
+# How Pulumi's wire format marks a secret (pulumi.runtime.rpc). Under the engine the pack gets
+# secrets unwrapped (pulumi_policy/deserialize.py, SPECIAL_SECRET_SIG); in-process runs keep it.
 _SIG_KEY, _SECRET_SIG = "4dabf18193072939515e22adb298388d", "1b47061264138c4ac30d75fd1eb44270"
 
 
