@@ -14,6 +14,7 @@ from components import monitoring  # noqa: E402
 from components.backup import Backups  # noqa: E402
 from components.late import late_values  # noqa: E402
 from components.host_bootstrap import HostBootstrap, HostBootstrapArgs  # noqa: E402
+from components.host_keys import HostKeys  # noqa: E402
 from components.proxmox_vm import ProxmoxVm, ProxmoxVmArgs  # noqa: E402
 from render.converge import converge_script, late_names  # noqa: E402
 from spec import derive  # noqa: E402
@@ -28,7 +29,11 @@ provider = pve.Provider(
     endpoint=stack.proxmox.endpoint,
     insecure=stack.proxmox.insecure,
     api_token=proxmox_api_token(),
-    # Snippets are uploaded over SSH to the node; the operator's ssh-agent holds the key.
+    # Snippets are uploaded over SSH to the node; the operator's ssh-agent holds the key. There is
+    # no host key option (pulumi-proxmoxve 8.6.0's ProviderSshArgs; bpg v0.111.1 fwprovider/
+    # provider.go:97-115): the provider checks the node against ~/.ssh/known_hosts of whoever runs
+    # the engine, refuses a changed key and adds an unknown one (bpg/terraform-provider-proxmox
+    # v0.111.1 proxmox/ssh/client.go:663-689), so the README has that file seeded beforehand.
     ssh=pve.ProviderSshArgs(agent=True, username=stack.proxmox.ssh_user),
 )
 with_provider = pulumi.ResourceOptions(providers=[provider])
@@ -40,11 +45,14 @@ pool = pve.PoolLegacy(
     opts=pulumi.ResourceOptions(provider=provider),
 )
 
-gateway = Gateway("gateway", GatewayArgs(stack, pool.pool_id), with_provider)
-vms = {derive.gateway_name(stack): gateway.vm}
+# Every host's SSH identity, made before its VM: cloud-init delivers it, every connection pins it.
+host_keys = HostKeys(stack)
+gw_name = derive.gateway_name(stack)
+gateway = Gateway("gateway", GatewayArgs(stack, pool.pool_id, host_keys.material(gw_name)), with_provider)
+vms = {gw_name: gateway.vm}
 for name in sorted(stack.hosts):
     if name not in vms:
-        vms[name] = ProxmoxVm(name, ProxmoxVmArgs(stack, name, pool.pool_id), with_provider)
+        vms[name] = ProxmoxVm(name, ProxmoxVmArgs(stack, name, pool.pool_id, host_keys.material(name)), with_provider)
 
 # Whole-VM images on the Proxmox side, besides borg inside the VMs; and the borg secrets.
 backups = Backups(stack, vms, with_provider)
@@ -56,24 +64,29 @@ if offsite_key is not None:
 # Secrets and keys the scripts ask for by name, each made once (components/late.py).
 late = late_values(
     [n for s in scripts.values() for n in late_names(s)],
-    {"borg": backups.late_value, "monitoring": lambda name: monitoring.late_value(stack, name)},
+    {"borg": backups.late_value, "monitoring": lambda name: monitoring.late_value(stack, name),
+     "hostkey": host_keys.late_value},
 )
 
 # Every host converged over SSH through the gateway, once its VM exists: the gateway first, then
 # each LAN host once the gateway has converged and the host's sshd accepts the deploy key.
 deploy_key = deploy_private_key()
-gateway_name = derive.gateway_name(stack)
-bootstraps = {
-    gateway_name: HostBootstrap(
-        gateway_name, HostBootstrapArgs(stack, gateway_name, vms[gateway_name], deploy_key, scripts[gateway_name], late)
-    )
-}
-for name in sorted(stack.hosts):
-    if name != gateway_name:
-        bootstraps[name] = HostBootstrap(
-            name,
-            HostBootstrapArgs(stack, name, vms[name], deploy_key, scripts[name], late, gateway=bootstraps[gateway_name]),
-        )
+
+
+def bootstrap(name: str, after: list, gateway: HostBootstrap | None = None) -> HostBootstrap:
+    pins = {h: host_keys.pin(h) for h in (name, gw_name)}
+    return HostBootstrap(name, HostBootstrapArgs(stack, name, vms[name], deploy_key, scripts[name], late, pins,
+                                                 rotate_from=host_keys.previous_pin(name), after_host_keys=after,
+                                                 gateway=gateway))
+
+
+bootstraps = {gw_name: bootstrap(gw_name, [])}
+# A LAN host's proxy leg pins the gateway's current key: it waits for the gateway's rotation, if any.
+gw_rotation = [r for r in [bootstraps[gw_name].host_key_rotation] if r is not None]
+bootstraps.update(
+    {name: bootstrap(name, gw_rotation, bootstraps[gw_name]) for name in sorted(stack.hosts) if name != gw_name}
+)
+bootstraps = dict(sorted(bootstraps.items()))
 
 pulumi.export(
     "hosts",
@@ -93,3 +106,5 @@ pulumi.export(
 )
 pulumi.export("public_urls", [e["url"] for e in derive.public_endpoints(stack)])
 pulumi.export("ssh_jump", gateway.jump_command)
+# Members append it to ~/.ssh/known_hosts before their first jump (README, Host keys).
+pulumi.export("known_hosts", host_keys.known_hosts)

@@ -33,8 +33,7 @@ sys.path.insert(0, str(ROOT))
 
 from ops.lab import Lab, available, layout  # noqa: E402
 from ops.labstack import LabStack, lab_stack  # noqa: E402
-from ops.remote import converge  # noqa: E402
-from render.cloud_init import user_data  # noqa: E402
+from ops.remote import PINS, converge  # noqa: E402
 from render.converge import converge_script  # noqa: E402
 from render.host import PEOPLE_GROUP, HostPlan, host_plan  # noqa: E402
 from spec import derive  # noqa: E402
@@ -448,7 +447,8 @@ def main() -> int:
         started = time.perf_counter()
         hosts = ["gw", *LAB_HOSTS]
         with concurrent.futures.ThreadPoolExecutor(len(hosts)) as pool:
-            list(pool.map(lambda h: lab.first_boot(h, user_data(ls.stack, h)), hosts))
+            list(pool.map(lambda h: lab.first_boot(h, ls.user_data(h)), hosts))
+        PINS.add(ls.known_hosts())  # the sessions below trust the lab's host keys only
         print(f"first boot (cloud-init) of every host: {time.perf_counter() - started:.1f} s (not timed)")
         gw = run_ours(ls, "gw", scripts["gw"])
         if not gw.ok:

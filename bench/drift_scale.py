@@ -25,8 +25,7 @@ import ops.labstack  # noqa: E402
 from ops.drift import check  # noqa: E402
 from ops.lab import Lab, available, layout  # noqa: E402
 from ops.labstack import LabStack, lab_stack  # noqa: E402
-from ops.remote import converge  # noqa: E402
-from render.cloud_init import user_data  # noqa: E402
+from ops.remote import PINS, converge  # noqa: E402
 from spec.load import read_stack_config  # noqa: E402
 
 PREFIX = "hds"
@@ -64,7 +63,8 @@ def bring_up(lab: Lab, ls: LabStack, workers: int = 4) -> list[str]:
 
     hosts = list(ls.stack.hosts)
     with concurrent.futures.ThreadPoolExecutor(workers) as pool:
-        list(pool.map(lambda h: lab.first_boot(h, user_data(ls.stack, h)), hosts))
+        list(pool.map(lambda h: lab.first_boot(h, ls.user_data(h)), hosts))
+    PINS.add(ls.known_hosts())  # the sessions below trust the lab's host keys only
     for h in hosts:  # cloud-init restarted sshd; wait until it is back (bounded)
         for _ in range(100):
             if lab.run(h, ["systemctl", "is-active", "-q", "ssh"], check=False).returncode == 0:

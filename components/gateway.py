@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional
+from typing import Mapping, Optional
 
 import pulumi
 
@@ -17,6 +17,8 @@ from .proxmox_vm import ProxmoxVm, ProxmoxVmArgs
 class GatewayArgs:
     stack: Stack
     pool_id: pulumi.Input[str]
+    host_keys: pulumi.Input[Mapping[str, str]]
+    """The gateway's SSH host keys (components/host_keys.py), a secret."""
 
 
 class Gateway(pulumi.ComponentResource):
@@ -33,7 +35,7 @@ class Gateway(pulumi.ComponentResource):
         super().__init__("hypha:infra:Gateway", name, None, opts)
         stack = args.stack
         host = derive.gateway_name(stack)
-        self.vm = ProxmoxVm(host, ProxmoxVmArgs(stack, host, args.pool_id), pulumi.ResourceOptions(parent=self))
+        self.vm = ProxmoxVm(host, ProxmoxVmArgs(stack, host, args.pool_id, args.host_keys), pulumi.ResourceOptions(parent=self))
         self.address = pulumi.Output.from_input(derive.gateway_address(stack))
         self.jump_command = pulumi.Output.from_input(f"ssh -J <you>@{derive.gateway_address(stack)} <you>@<lan ip>")
         self.register_outputs({"address": self.address, "jump_command": self.jump_command})

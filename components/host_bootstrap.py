@@ -10,6 +10,7 @@ import pulumi
 from pulumi_command import remote
 
 from render.converge import fill, late_names, script_digest
+from render.hostkeys import rotation_script
 from render.readiness import readiness_script
 from spec import derive
 from spec.model import Stack
@@ -36,6 +37,12 @@ class HostBootstrapArgs:
     """The host's converge script, rendered before any resource was registered."""
     late: Mapping[str, pulumi.Input[str]] = field(default_factory=dict)
     """Values the script's placeholders need (secrets, generated keys); see `render.host.late`."""
+    host_keys: Mapping[str, pulumi.Input[str]] = field(default_factory=dict)
+    """Pinned `ssh-ed25519 …` public host keys by host (components/host_keys.py): this host's and the gateway's."""
+    rotate_from: Optional[pulumi.Input[str]] = None
+    """While a host key rotation is configured: the previous pin, the key the host has until it is rotated."""
+    after_host_keys: list = field(default_factory=list)
+    """Resources whose host key change the connections wait for (the gateway's rotation, for the proxy leg)."""
     gateway: Optional["HostBootstrap"] = None
     """The gateway's HostBootstrap: a LAN host's readiness probe and converge wait for it (required for them)."""
 
@@ -52,25 +59,44 @@ class HostBootstrap(pulumi.ComponentResource):
         script = args.script
         digest = script_digest(script)
         user = derive.DEPLOY_USER
-        is_gateway = host == derive.gateway_name(stack)
+        gateway = derive.gateway_name(stack)
+        is_gateway = host == gateway
         if not is_gateway and args.gateway is None:
             raise ValueError(f"{host}: a LAN host's HostBootstrap needs the gateway's (HostBootstrapArgs.gateway)")
-        if is_gateway:
-            connection = remote.ConnectionArgs(
+        # Both legs pin a fixed key: pulumi-command 1.2.1 parses `host_key` as an authorized_keys
+        # line, checks it with ssh.FixedHostKey and offers only its type in the handshake
+        # (provider/pkg/provider/remote/connection.go:85-98); without it, any key is accepted
+        # (:96-97). ProxyConnection has the same field (proxyConnection.go:21, connectionBase).
+
+        def to_gateway() -> remote.ConnectionArgs:
+            return remote.ConnectionArgs(
                 host=derive.gateway_address(stack), user=user, private_key=args.private_key,
-                dial_error_limit=DIAL_ERROR_LIMIT,
+                dial_error_limit=PROXY_DIAL_ERROR_LIMIT if not is_gateway else DIAL_ERROR_LIMIT,
+                host_key=args.host_keys[gateway],
             )
-        else:
-            connection = remote.ConnectionArgs(
+
+        def connect(pin: pulumi.Input[str]) -> remote.ConnectionArgs:
+            if is_gateway:
+                return remote.ConnectionArgs(
+                    host=derive.gateway_address(stack), user=user, private_key=args.private_key,
+                    dial_error_limit=DIAL_ERROR_LIMIT, host_key=pin,
+                )
+            return remote.ConnectionArgs(
                 host=str(stack.hosts[host].lan_ip),
                 user=user,
                 private_key=args.private_key,
                 dial_error_limit=DIAL_ERROR_LIMIT,
+                host_key=pin,
                 proxy=remote.ProxyConnectionArgs(
                     host=derive.gateway_address(stack), user=user, private_key=args.private_key,
                     dial_error_limit=PROXY_DIAL_ERROR_LIMIT,
+                    host_key=args.host_keys[gateway],
                 ),
             )
+
+        connection = connect(args.host_keys[host])
+        self.host_key_rotation = self._rotation(name, args, connect) if args.rotate_from is not None else None
+        waits = [self.host_key_rotation] if self.host_key_rotation else []
         stdin: pulumi.Input[str] = script
         triggers: list = [digest]
         needed = late_names(script)
@@ -87,21 +113,18 @@ class HostBootstrap(pulumi.ComponentResource):
         # gateway converges first; a LAN host's converge then waits for a probe, run on the gateway,
         # that re-dials until the host's sshd accepts the deploy key. The provider's own retry through
         # the bastion never re-dials after a failed handshake, so that one must not fail.
-        after: list[pulumi.Resource] = [args.vm]
+        after: list[pulumi.Resource] = [args.vm, *waits, *args.after_host_keys]
         if not is_gateway:
             ready = remote.Command(
                 f"{name}-ready",
                 # Straight to the gateway: ssh.Dial re-dials on every try (connection.go:198-201).
-                connection=remote.ConnectionArgs(
-                    host=derive.gateway_address(stack), user=user, private_key=args.private_key,
-                    dial_error_limit=PROXY_DIAL_ERROR_LIMIT,
-                ),
+                connection=to_gateway(),
                 create="sh -s",
                 stdin=readiness_script(stack, host),
                 # Probed again whenever the converge is about to run again.
                 triggers=[digest],
                 add_previous_output_in_env=False,
-                opts=pulumi.ResourceOptions(parent=self, depends_on=[args.vm, args.gateway]),
+                opts=pulumi.ResourceOptions(parent=self, depends_on=[args.vm, args.gateway, *args.after_host_keys]),
             )
             after += [args.gateway, ready]
         remote.Command(
@@ -116,10 +139,31 @@ class HostBootstrap(pulumi.ComponentResource):
             add_previous_output_in_env=False,
             opts=pulumi.ResourceOptions(parent=self, depends_on=after),
         )
-        # No output of this component comes from the command's stdout: pulumi/pulumi-command#1377 reports
-        # a `pulumi refresh` emptying it on 1.2.1. By the source it should not (Command has no Read,
-        # commandController.go:31-92, so pulumi-go-provider v1.3.0 returns the stored state as is,
-        # infer/resource.go:1353-1361), but nothing here depends on which is right; the converge's
-        # log is in the deployment's own output anyway.
+        # No output of this component comes from the command's stdout: a `pulumi refresh` empties it
+        # (pulumi/pulumi-command#1377; 1.2.1 has no Read for Command, commandController.go), and the
+        # converge's log is in the deployment's own output anyway.
         self.script_sha256 = pulumi.Output.from_input(digest)
         self.register_outputs({"script_sha256": self.script_sha256})
+
+    def _rotation(self, name: str, args: HostBootstrapArgs, connect) -> remote.Command:
+        """The one-off command of a host key rotation: logged in with the previous pin, it installs the
+        current generation's keys (render/hostkeys.rotation_script); the converge then pins the new key."""
+        generation = args.stack.hosts[args.host].ssh_host_key_generation
+        script = rotation_script(args.host, generation)
+        values = pulumi.Output.all(**{n: args.late[n] for n in late_names(script)})
+        return remote.Command(
+            f"{name}-host-keys-g{generation}",
+            connection=connect(args.rotate_from),
+            create="sudo -n sh -s",
+            stdin=pulumi.Output.secret(values.apply(lambda v: fill(script, v))),
+            triggers=[args.host_keys[args.host]],
+            add_previous_output_in_env=False,
+            opts=pulumi.ResourceOptions(
+                parent=self,
+                depends_on=[args.vm, *args.after_host_keys],
+                # It runs once per generation (a new generation is a new resource) and pins the key
+                # the host had before: re-run later it would meet the new key and fail. A connection
+                # holding a secret shows as changed on every run (pulumi/pulumi-command#447).
+                ignore_changes=["connection"],
+            ),
+        )

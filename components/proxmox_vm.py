@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional
+from typing import Mapping, Optional
 
 import pulumi
 import pulumi_proxmoxve as pve
@@ -21,6 +21,8 @@ class ProxmoxVmArgs:
     stack: Stack
     host: str
     pool_id: pulumi.Input[str]
+    host_keys: pulumi.Input[Mapping[str, str]]
+    """The host's SSH host keys for cloud-init (components/host_keys.py `HostKeys.material`), a secret."""
 
 
 def snippet_file_name(stack: Stack, host: str) -> str:
@@ -80,14 +82,18 @@ class ProxmoxVm(pulumi.ComponentResource):
     snippet_id: pulumi.Output[str]
     """Volume id of the cloud-init user-data snippet."""
     user_data: pulumi.Output[str]
-    """The cloud-init document the VM boots with."""
+    """The cloud-init document the VM boots with (a secret: it holds the host's private host keys)."""
 
     def __init__(self, name: str, args: ProxmoxVmArgs, opts: Optional[pulumi.ResourceOptions] = None):
         super().__init__("hypha:infra:ProxmoxVm", name, None, opts)
         stack, host = args.stack, args.host
         h = stack.hosts[host]
         child = pulumi.ResourceOptions(parent=self)
-        document = user_data(stack, host)
+        # The document carries the host's private SSH host keys: a secret in the state and in every
+        # preview. Where else it lives: the node's snippet storage (README, Host keys).
+        document = pulumi.Output.secret(
+            pulumi.Output.from_input(args.host_keys).apply(lambda keys: user_data(stack, host, keys))
+        )
 
         snippet = pve.FileLegacy(
             f"{name}-user-data",
@@ -182,7 +188,7 @@ class ProxmoxVm(pulumi.ComponentResource):
         self.lan_ip = pulumi.Output.from_input(str(h.lan_ip))
         self.public_ipv4 = pulumi.Output.from_input(str(h.public_ipv4) if h.public_ipv4 else None)
         self.snippet_id = snippet.id
-        self.user_data = pulumi.Output.from_input(document)
+        self.user_data = document
         self.register_outputs(
             {
                 "vm_id": self.vm_id,

@@ -1,6 +1,6 @@
 """Drift check: does every host still hold what render/ says it must? Read-only, all hosts in parallel.
 
-    python -m ops drift --stack prod [--key FILE] [--json] [--host NAME ...]
+    python -m ops drift --stack prod [--key FILE] [--known-hosts FILE] [--json] [--host NAME ...]
 
 For each host, one SSH session as the deploy user through the gateway (ops.remote.Session, like
 the converge) runs one read-only script under `sudo -n` that reports, for every managed file of
@@ -14,7 +14,10 @@ without those secrets, which this command never has: for them only existence, mo
 group are checked, and the report says so.
 
 The deploy key's private half: `--key FILE`, else the file named by HYPHA_DEPLOY_KEY_FILE, else
-the key itself in HYPHA_DEPLOY_KEY (how a CI secret arrives).
+the key itself in HYPHA_DEPLOY_KEY (how a CI secret arrives). The pinned host keys: `--known-hosts
+FILE`, else as ops.remote.pins_for finds them (HYPHA_KNOWN_HOSTS_FILE, HYPHA_KNOWN_HOSTS, the
+stack output `known_hosts`). A host that answers with another key is reported as `host-key`, an
+error of its own, and nothing is read from it (nor, if it is the gateway, from any host behind it).
 
 Exit 0 when every host matches, 2 when anything drifted, 1 when a host could not be checked
 (the other hosts are still checked and reported) or the command was used wrongly.
@@ -39,7 +42,7 @@ from render.host import AUTHORIZED_KEYS_DIR, HostPlan, host_plan
 from spec import derive
 from spec.model import Stack
 
-from .remote import CONNECT_TIMEOUT, Session, _pkey
+from .remote import CONNECT_TIMEOUT, HostKeyError, Pins, Session, _pkey, pins_for
 
 KEY_FILE_ENV = "HYPHA_DEPLOY_KEY_FILE"
 KEY_ENV = "HYPHA_DEPLOY_KEY"
@@ -81,7 +84,7 @@ class Finding:
 class HostReport:
     host: str
     status: str = "clean"
-    """clean, drift or error."""
+    """clean, drift, error, or host-key (it did not answer with its pinned key: nothing was read)."""
     error: str = ""
     findings: list[Finding] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
@@ -98,7 +101,7 @@ class Report:
     @property
     def exit_code(self) -> int:
         states = {h.status for h in self.hosts.values()}
-        return ERROR if "error" in states else DRIFT if "drift" in states else CLEAN
+        return ERROR if states & {"error", "host-key"} else DRIFT if "drift" in states else CLEAN
 
     @property
     def status(self) -> str:
@@ -272,6 +275,7 @@ class _Through(Session):
 
     def __init__(self, stack: Stack, host: str, user: str, private_key: str, jump: Session, timeout: float = CONNECT_TIMEOUT):
         self.host = host
+        self.pins = jump.pins
         self._clients = []
         key = _pkey(private_key)
         target = (str(stack.hosts[host].lan_ip), 22)
@@ -284,7 +288,7 @@ class _Through(Session):
 
 
 def check_host(stack: Stack, host: str, private_key: str, gateway: Optional[Session] = None,
-               timeout: float = HOST_TIMEOUT) -> HostReport:
+               timeout: float = HOST_TIMEOUT, pins: Optional[Pins] = None) -> HostReport:
     """One host's report; `gateway` is an open session to the gateway to jump through (else one is dialled)."""
     started = time.monotonic()
     plan = host_plan(stack, host)
@@ -295,10 +299,12 @@ def check_host(stack: Stack, host: str, private_key: str, gateway: Optional[Sess
             session = (
                 _Through(stack, host, derive.DEPLOY_USER, private_key, gateway)
                 if gateway is not None
-                else Session(stack, host, derive.DEPLOY_USER, private_key)
+                else Session(stack, host, derive.DEPLOY_USER, private_key, pins=pins)
             )
             with session:
                 result = session.run("sudo -n sh -s", stdin=probe_script(plan), timeout=timeout)
+    except HostKeyError as exc:  # refused at the handshake, before the probe was sent
+        report = HostReport(host, status="host-key", error=str(exc))
     except Exception as exc:  # noqa: BLE001 - every failure is this host's error, never the others'
         report = HostReport(host, status="error", error=_explain(stack, host, exc))
     else:
@@ -317,13 +323,19 @@ def _explain(stack: Stack, host: str, exc: Exception) -> str:
     return f"unreachable: could not reach {host} at {where} ({kind}: {exc or 'no detail'})"
 
 
-def check(stack: Stack, private_key: str, hosts: Optional[list[str]] = None, workers: int = 32) -> Report:
+def check(stack: Stack, private_key: str, hosts: Optional[list[str]] = None, workers: int = 32,
+          pins: Optional[Pins] = None) -> Report:
     """Every host (or those named) checked in parallel; one host's failure never stops another's check."""
     started = time.monotonic()
     names = sorted(hosts or stack.hosts)
     gw = derive.gateway_name(stack)
     try:
-        gateway = Session(stack, gw, derive.DEPLOY_USER, private_key)
+        gateway = Session(stack, gw, derive.DEPLOY_USER, private_key, pins=pins)
+    except HostKeyError as exc:  # the way in is not the bastion we pinned: nothing goes through it
+        reports = {n: HostReport(n, status="host-key", error=str(exc)) if n == gw else
+                   HostReport(n, status="error", error=f"not checked: the gateway failed its host key check ({exc})")
+                   for n in names}
+        return Report(stack.site.stack, reports, time.monotonic() - started)
     except Exception as exc:  # noqa: BLE001 - without the gateway no host can be reached
         why = _explain(stack, gw, exc)
         reports = {n: HostReport(n, status="error", error=why if n == gw else f"unreachable: no way in, the gateway is down ({why})") for n in names}
@@ -341,7 +353,7 @@ def format_report(report: Report) -> str:
     for name, h in sorted(report.hosts.items()):
         lines.append(f"  {name:<12} {h.status:<6} {h.checked_files} files, {h.seconds:.2f} s")
         if h.error:
-            lines.append(f"      ERROR: {h.error}")
+            lines.append(f"      {'HOST KEY' if h.status == 'host-key' else 'ERROR'}: {h.error}")
         for f in h.findings:
             lines.append(f"      {f.kind}: {f.path}: {f.detail}")
             lines += [f"        {d}" for d in f.diff.rstrip("\n").splitlines()]
@@ -369,6 +381,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser = argparse.ArgumentParser(prog="ops drift", description=__doc__.split("\n")[0])
     parser.add_argument("--stack", required=True, help="stack name: Pulumi.<stack>.yaml")
     parser.add_argument("--key", help=f"the deploy key's private half (default: ${KEY_FILE_ENV}, or ${KEY_ENV} itself)")
+    parser.add_argument("--known-hosts", help="the pinned host keys, known_hosts lines (default: $HYPHA_KNOWN_HOSTS_FILE, "
+                                              "$HYPHA_KNOWN_HOSTS, else `pulumi stack output known_hosts`)")
     parser.add_argument("--host", action="append", help="check only this host (repeatable)")
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
     parser.add_argument("--stack-file", help="read the stack config from this YAML file instead (labs)")
@@ -387,7 +401,12 @@ def main(argv: Optional[list[str]] = None) -> int:
     if unknown:
         print(f"ops drift: --host {', '.join(unknown)}: not a host of stack {args.stack}", file=sys.stderr)
         return ERROR
-    report = check(stack, key, args.host)
+    try:
+        pins = pins_for(args.stack, args.known_hosts)
+    except (ValueError, OSError) as exc:
+        print(f"ops drift: {exc}", file=sys.stderr)
+        return ERROR
+    report = check(stack, key, args.host, pins=pins)
     print(json.dumps(report.as_dict(), indent=2) if args.json else format_report(report))
     for name, h in sorted(report.hosts.items()):
         if h.error:

@@ -925,11 +925,15 @@ def _converge_demo(lab: "Lab", stack_name: str, others: Sequence[str]) -> None:
     gw = ls.front_ip["gw"]
     for person, pair in ls.keys.items():
         pair.write(keys / person)
-    print(f"keys in {keys}; for example, as an admin through the bastion:")
+    # The hosts' pinned keys, as members get them from the stack output `known_hosts`.
+    known = keys / "known_hosts"
+    known.write_text(ls.known_hosts())
+    pinned = f"-o StrictHostKeyChecking=yes -o UserKnownHostsFile={known}"
+    print(f"keys and known_hosts in {keys}; for example, as an admin through the bastion:")
     for host in others:
         lan_ip = ls.stack.hosts[host].lan_ip
-        hop = f"ssh -i {keys}/alice -o StrictHostKeyChecking=no -W %h:%p alice@{gw}"
-        print(f"  ssh -i {keys}/alice -o StrictHostKeyChecking=no -o ProxyCommand='{hop}' alice@{lan_ip}   # {host}")
+        hop = f"ssh -i {keys}/alice {pinned} -W %h:%p alice@{gw}"
+        print(f"  ssh -i {keys}/alice {pinned} -o ProxyCommand='{hop}' alice@{lan_ip}   # {host}")
 
 
 def main(argv: Optional[list[str]] = None) -> int:

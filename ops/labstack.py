@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ed25519, x25519
+from cryptography.hazmat.primitives.asymmetric import ed25519, rsa, x25519
 
 from spec.load import build_stack, read_stack_config
 from spec.model import Stack
@@ -43,6 +43,24 @@ def ssh_keypair(comment: str) -> Keypair:
     return Keypair(private, f"{public} {comment}")
 
 
+def host_key_material() -> dict[str, str]:
+    """One host's SSH host keys as components/host_keys.py makes them (tls.PrivateKey's OpenSSH
+    forms: private with a newline, public `type base64` with a newline), by `<type>-private|public`."""
+    from render import hostkeys
+
+    made = {hostkeys.ED25519: ed25519.Ed25519PrivateKey.generate(),
+            hostkeys.RSA: rsa.generate_private_key(public_exponent=65537, key_size=hostkeys.RSA_BITS)}
+    out = {}
+    for kind, key in made.items():
+        out[f"{kind}-private"] = key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH, serialization.NoEncryption()
+        ).decode()
+        out[f"{kind}-public"] = key.public_key().public_bytes(
+            serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH
+        ).decode() + "\n"
+    return out
+
+
 def wireguard_keypair() -> tuple[str, str]:
     """(private, public) in wg's base64 form."""
     import base64
@@ -65,12 +83,43 @@ class LabStack:
     front_ip: dict[str, str] = field(default_factory=dict)
     late: dict[str, str] = field(default_factory=dict)
     """Late values (secrets, generated keys) by name, as the program's components/late.py makes them."""
+    host_keys: dict[str, dict[str, str]] = field(default_factory=dict)
+    """SSH host keys by host (`host_key_material`), made on first use: the lab's stand-in for Pulumi's."""
+
+    def host_key(self, host: str) -> dict[str, str]:
+        if host not in self.host_keys:
+            self.host_keys[host] = host_key_material()
+        return self.host_keys[host]
+
+    def host_key_late(self) -> dict[str, str]:
+        """The `hostkey/...` late values of every host, as components/host_keys.py serves them."""
+        from render.hostkeys import late_name
+
+        return {late_name(h, kind, half): v for h in self.stack.hosts
+                for name, v in self.host_key(h).items() for kind, half in [name.split("-", 1)]}
+
+    def known_hosts(self) -> str:
+        """What the stack output `known_hosts` would say for this lab."""
+        from render.hostkeys import PIN_TYPE, known_hosts
+
+        return known_hosts(self.stack, {h: self.host_key(h)[f"{PIN_TYPE}-public"] for h in self.stack.hosts})
+
+    def pins(self):
+        from ops.remote import Pins
+
+        return Pins(self.known_hosts(), source=f"the lab's pins for stack {self.name}")
+
+    def user_data(self, host: str) -> str:
+        """The host's cloud-init snippet, with the lab's host keys where the program puts Pulumi's."""
+        from render.cloud_init import user_data
+
+        return user_data(self.stack, host, self.host_key(host))
 
     def script(self, host: str) -> str:
         """The host's converge script with its late values filled in, as the host receives it."""
         from render.converge import converge_script, fill
 
-        return fill(converge_script(self.stack, host), self.late)
+        return fill(converge_script(self.stack, host), {**self.host_key_late(), **self.late})
 
 
 def lab_stack(
@@ -151,13 +200,18 @@ def boot_and_converge(lab, ls: LabStack) -> dict:
     import concurrent.futures
     import time
 
-    from ops.remote import converge
-    from render.cloud_init import user_data
+    from ops.remote import LATE, PINS, converge
     from spec import derive
 
     hosts = list(ls.stack.hosts)
+    for h in hosts:  # RSA 4096 takes a while: made before the parallel boots, not in them
+        ls.host_key(h)
+    # Every later session of this process (the tests' own among them) trusts these keys only, and
+    # a later converge of a re-rendered script gets the same late values.
+    PINS.add(ls.known_hosts())
+    LATE.update({**ls.host_key_late(), **ls.late})
     with concurrent.futures.ThreadPoolExecutor(len(hosts)) as pool:
-        list(pool.map(lambda h: lab.first_boot(h, user_data(ls.stack, h)), hosts))
+        list(pool.map(lambda h: lab.first_boot(h, ls.user_data(h)), hosts))
     for h in hosts:  # cloud-init restarted sshd (set_passwords); wait until it is back
         for _ in range(100):
             if lab.run(h, ["systemctl", "is-active", "-q", "ssh"], check=False).returncode == 0:

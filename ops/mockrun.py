@@ -11,6 +11,7 @@ import gc
 import hashlib
 import json
 import runpy
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
@@ -81,7 +82,7 @@ class _Mocks(pmocks.Mocks):
     def new_resource(self, args: pmocks.MockResourceArgs):
         state = dict(args.inputs)
         if args.typ == "proxmoxve:index/fileLegacy:FileLegacy":
-            raw = state.get("sourceRaw") or {}
+            raw = plain(state.get("sourceRaw")) or {}
             state["fileName"] = raw.get("fileName", "")
             return f"{state.get('datastoreId')}:snippets/{state['fileName']}", state
         if args.typ == "proxmoxve:index/poolLegacy:PoolLegacy":
@@ -89,7 +90,10 @@ class _Mocks(pmocks.Mocks):
         if args.typ == "proxmoxve:index/vmLegacy:VmLegacy":
             return str(state.get("vmId", args.name)), state
         if args.typ == "tls:index/privateKey:PrivateKey":
-            state.update(_mock_ed25519(args.name))
+            if state.get("algorithm") == "RSA":
+                state.update(_mock_rsa(int(state.get("rsaBits", 2048))))
+            else:
+                state.update(_mock_ed25519(args.name))
         if args.typ == "random:index/randomPassword:RandomPassword":
             state["result"] = _mock_password(args.name, int(state.get("length", 32)))
         return f"{args.name}-id", state
@@ -103,6 +107,20 @@ def _seed(name: str) -> bytes:
     return hashlib.sha256(f"hypha-infra mock {name}".encode()).digest()
 
 
+def _tls_outputs(algorithm: str, key, pem_format) -> dict:
+    """tls.PrivateKey's outputs for a cryptography private key: OpenSSH and PEM forms."""
+    from cryptography.hazmat.primitives import serialization as ser
+
+    public = key.public_key()
+    return {
+        "algorithm": algorithm,
+        "privateKeyOpenssh": key.private_bytes(ser.Encoding.PEM, ser.PrivateFormat.OpenSSH, ser.NoEncryption()).decode(),
+        "privateKeyPem": key.private_bytes(ser.Encoding.PEM, pem_format, ser.NoEncryption()).decode(),
+        "publicKeyOpenssh": public.public_bytes(ser.Encoding.OpenSSH, ser.PublicFormat.OpenSSH).decode() + "\n",
+        "publicKeyPem": public.public_bytes(ser.Encoding.PEM, ser.PublicFormat.SubjectPublicKeyInfo).decode(),
+    }
+
+
 @functools.lru_cache(maxsize=None)
 def _mock_ed25519(name: str) -> dict:
     """A real ED25519 key pair, as tls.PrivateKey returns it (OpenSSH and PEM forms); cached, because
@@ -110,15 +128,26 @@ def _mock_ed25519(name: str) -> dict:
     from cryptography.hazmat.primitives import serialization as ser
     from cryptography.hazmat.primitives.asymmetric import ed25519
 
-    key = ed25519.Ed25519PrivateKey.from_private_bytes(_seed(name))
-    public = key.public_key()
-    return {
-        "algorithm": "ED25519",
-        "privateKeyOpenssh": key.private_bytes(ser.Encoding.PEM, ser.PrivateFormat.OpenSSH, ser.NoEncryption()).decode(),
-        "privateKeyPem": key.private_bytes(ser.Encoding.PEM, ser.PrivateFormat.PKCS8, ser.NoEncryption()).decode(),
-        "publicKeyOpenssh": public.public_bytes(ser.Encoding.OpenSSH, ser.PublicFormat.OpenSSH).decode() + "\n",
-        "publicKeyPem": public.public_bytes(ser.Encoding.PEM, ser.PublicFormat.SubjectPublicKeyInfo).decode(),
-    }
+    return _tls_outputs("ED25519", ed25519.Ed25519PrivateKey.from_private_bytes(_seed(name)), ser.PrivateFormat.PKCS8)
+
+
+_RSA: dict[int, dict] = {}
+_RSA_LOCK = threading.Lock()
+
+
+def _mock_rsa(bits: int) -> dict:
+    """A real RSA key pair as tls.PrivateKey returns it, one per size and process, shared by every
+    resource: RSA has no seeded form here, a 4096-bit key takes ~0.35 s (500 hosts in
+    bench/plan_scale.py would spend minutes), and only Ed25519 keys are pinned or shown by `make plan`.
+    Locked: the mocks register resources from several threads, and two keys would make two runs differ."""
+    from cryptography.hazmat.primitives import serialization as ser
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    with _RSA_LOCK:
+        if bits not in _RSA:
+            key = rsa.generate_private_key(public_exponent=65537, key_size=bits)
+            _RSA[bits] = _tls_outputs("RSA", key, ser.PrivateFormat.TraditionalOpenSSL)
+        return _RSA[bits]
 
 
 def _mock_password(name: str, length: int) -> str:
@@ -161,6 +190,13 @@ class _RecordingMonitor(pmocks.MockMonitor):
 # How the wire format marks a secret value (pulumi.runtime.rpc).
 _SIG_KEY = "4dabf18193072939515e22adb298388d"
 _SECRET_SIG = "1b47061264138c4ac30d75fd1eb44270"
+
+
+def plain(value: Any) -> Any:
+    """A recorded input with its secret wrapper (how the wire marks a secret) taken off, if it has one."""
+    if isinstance(value, dict) and value.get(_SIG_KEY) == _SECRET_SIG:
+        return value.get("value")
+    return value
 
 
 def _has_secret(value) -> bool:

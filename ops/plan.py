@@ -92,11 +92,33 @@ def build_report(stack_name: str) -> dict[str, Any]:
         "endpoints": derive.public_endpoints(stack),
         "ssh_logins": derive.login_people(stack),
         "ssh_jump": run.exports.get("ssh_jump"),
+        "known_hosts": _known_hosts(stack),
         "over_capacity": over,
         "policies": policies,
         "seconds": round(time.perf_counter() - started, 3),
     }
     return report
+
+
+def _known_hosts(stack) -> dict[str, Any]:
+    """Which known_hosts line each host gets. Not the keys: under mocks they are stand-ins, the real
+    ones are made by `pulumi up` (components/host_keys.py), so the plan names where to read them."""
+    from components.host_keys import key_resource_name
+    from render import hostkeys
+
+    return {
+        "output": "known_hosts",
+        "read": "pulumi stack output known_hosts >> ~/.ssh/known_hosts",
+        "hosts": {
+            name: {
+                "addresses": hostkeys.addresses(stack, name),
+                "key_type": f"ssh-{hostkeys.PIN_TYPE}",
+                "key_resource": key_resource_name(name, hostkeys.PIN_TYPE, h.ssh_host_key_generation),
+                "generation": h.ssh_host_key_generation,
+            }
+            for name, h in sorted(stack.hosts.items())
+        },
+    }
 
 
 def format_report(r: dict[str, Any]) -> str:
@@ -122,6 +144,11 @@ def format_report(r: dict[str, Any]) -> str:
     for e in r["endpoints"] or [{"url": "(none)", "ipv4": None, "upstream": ""}]:
         lines.append(f"  {e['url']:<36} {e.get('ipv4') or 'VPN only':<15} -> {e['upstream']}")
     lines += ["", f"SSH logins: {', '.join(r['ssh_logins'])}", f"Jump: {r['ssh_jump']}"]
+    kh = r["known_hosts"]
+    lines += ["", f"Host keys: made at `pulumi up`; pin them before the first jump: {kh['read']}"]
+    for name, h in kh["hosts"].items():
+        rotating = f"  (rotation to generation {h['generation']})" if h["generation"] else ""
+        lines.append(f"  {name:<10} {','.join(h['addresses']):<40} {h['key_type']}  {h['key_resource']}{rotating}")
     lines += ["", "Policies (policy/, levels from policy/config.<stack>.json)"]
     for p in r["policies"]["policies"]:
         lines.append(f"  {p['policy']:<40} {p['level']:<10} {p['status']}")

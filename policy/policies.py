@@ -37,7 +37,9 @@ from policy.view import (
     HostView,
     env_list,
     hosts,
+    revealed,
     script_files,
+    snippet_text,
     stack_model,
     user_data_files,
     with_tag,
@@ -145,7 +147,7 @@ def _login_problems(files: list[tuple[str, str]]) -> list[str]:
 
 def no_password_or_root_login(args: ResourceValidationArgs, report: ReportViolation) -> None:
     if args.resource_type == SNIPPET:
-        data, files = user_data_files(str((args.props.get("sourceRaw") or {}).get("data") or ""))
+        data, files = user_data_files(snippet_text(args.props))
         if not data:
             return
         if data.get("ssh_pwauth") is not False:
@@ -261,6 +263,30 @@ def data_vms_protected_backed_up_monitored(args: StackValidationArgs, report: Re
             missing.append(f"no monitoring host scrapes {view.lan_ip}:{NODE_EXPORTER_PORT}")
         if missing:
             report(f"{view.name} holds data but: {'; '.join(missing)}", view.vm.urn)
+
+
+# ---------------------------------------------------------------------------------------------------
+# every host's SSH identity is the program's, and every connection pins it
+
+_HOST_KEY = re.compile(r"ssh-ed25519 [A-Za-z0-9+/]+={0,2}")
+
+
+def ssh_host_keys_pinned(args: ResourceValidationArgs, report: ReportViolation) -> None:
+    if args.resource_type == COMMAND:
+        conn = revealed(args.props.get("connection")) or {}
+        legs = [("connection", conn)] + ([("proxy", conn["proxy"])] if conn.get("proxy") else [])
+        for leg, c in legs:
+            if not _HOST_KEY.fullmatch(str(c.get("hostKey") or "")):
+                report(f"the {leg} to {c.get('host')} pins no ssh-ed25519 host key: without `host_key` the command "
+                       "provider accepts whatever answers (components/host_keys.py makes the pins)")
+    elif args.resource_type == SNIPPET:
+        data, _files = user_data_files(snippet_text(args.props))
+        if not data:
+            return
+        keys = data.get("ssh_keys") or {}
+        if data.get("ssh_deletekeys") is not True or not {"ed25519_private", "ed25519_public"} <= set(keys):
+            report("cloud-init: the VM's host keys must be the program's (`ssh_keys` with ed25519_private and "
+                   "ed25519_public, `ssh_deletekeys: true`); a key the VM makes itself is pinned nowhere")
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -516,6 +542,10 @@ POLICIES = [
     ResourceValidationPolicy(
         "no-password-or-root-login", "No password login and no root login in any cloud-init or sshd file.",
         validate=no_password_or_root_login,
+    ),
+    ResourceValidationPolicy(
+        "ssh-host-keys-pinned", "Every host's SSH host key is the program's, and every SSH leg pins it.",
+        validate=ssh_host_keys_pinned,
     ),
     StackValidationPolicy(
         "deploy-key-bound", "The deploy key is only on the deploy user and only accepted from the deploy host's address.",

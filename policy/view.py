@@ -145,8 +145,24 @@ class HostView:
         ]
 
 
+# How Pulumi's wire format marks a secret (pulumi.runtime.rpc). Under the engine the pack gets
+# secrets unwrapped (pulumi_policy/deserialize.py, SPECIAL_SECRET_SIG); in-process runs keep it.
+_SIG_KEY, _SECRET_SIG = "4dabf18193072939515e22adb298388d", "1b47061264138c4ac30d75fd1eb44270"
+
+
+def revealed(value: Any) -> Any:
+    """A prop as a policy reads it: a secret (the snippet holds host keys) without its wire marker."""
+    if isinstance(value, dict) and value.get(_SIG_KEY) == _SECRET_SIG:
+        return value.get("value")
+    return value
+
+
+def snippet_text(props: dict) -> str:
+    return str((revealed(props.get("sourceRaw")) or {}).get("data") or "")
+
+
 def _snippet_text(snippet) -> str:
-    return str((snippet.props.get("sourceRaw") or {}).get("data") or "")
+    return snippet_text(snippet.props)
 
 
 def hosts(resources: Iterable) -> dict[str, HostView]:

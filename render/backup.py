@@ -11,7 +11,7 @@ import json
 from spec import backup as spec
 from spec.model import Stack
 
-from . import metrics
+from . import hostkeys, metrics
 from .host import HostPlan, ManagedFile, late
 from .templates import TEMPLATES, render
 
@@ -113,11 +113,11 @@ def borgmatic_config(stack: Stack, host: str) -> str:
 
 
 def ssh_command() -> str:
-    # The target's host key is made on its first boot: trusted on first use and pinned from then
-    # on in a file of our own (the converge's own SSH sessions trust on first use as well).
+    # The target's host key is the program's (render/hostkeys.py), pinned in a managed file of our
+    # own: another key is refused, never learnt.
     return (
         f"ssh -i {CLIENT_KEY} -o IdentitiesOnly=yes -o BatchMode=yes -o ConnectTimeout=20 "
-        f"-o StrictHostKeyChecking=accept-new -o UserKnownHostsFile={CLIENT_KNOWN_HOSTS} "
+        f"-o StrictHostKeyChecking=yes -o UserKnownHostsFile={CLIENT_KNOWN_HOSTS} "
         "-o ServerAliveInterval=30 -o ServerAliveCountMax=4"
     )
 
@@ -132,6 +132,9 @@ def backup_client(stack: Stack, host: str, plan: HostPlan) -> None:
         ManagedFile(BORGMATIC_CONFIG, borgmatic_config(stack, host), mode="0600", check="borgmatic"),
         ManagedFile(CLIENT_PASSPHRASE, late(f"borg/passphrase/{host}") + "\n", mode="0600"),
         ManagedFile(CLIENT_KEY, late(f"borg/ssh-key/{host}"), mode="0600", check="ssh_private_key"),
+        # The target's pinned key, at the address the repository URL names (the late value ends in a newline).
+        ManagedFile(CLIENT_KNOWN_HOSTS, f"{stack.hosts[target].lan_ip} "
+                    + late(hostkeys.late_name(target, hostkeys.PIN_TYPE, "public")), check="known_hosts"),
         ManagedFile(
             HOOK,
             render(

@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
+from typing import Mapping
+
 from spec import derive
 from spec.model import Stack
 
 from .host import AUTHORIZED_KEYS_DIR, PEOPLE_GROUP, accounts, access_files
+from .hostkeys import cloud_init_keys
 from .templates import render
 
 
-def user_data(stack: Stack, host: str) -> str:
-    """The #cloud-config document for `host`. Pure: same stack in, same bytes out.
+def user_data(stack: Stack, host: str, host_keys: Mapping[str, str]) -> str:
+    """The #cloud-config document for `host`. Pure: same stack and keys in, same bytes out.
+
+    `host_keys` are the host's SSH host keys by `<type>-private` / `<type>-public`
+    (render/hostkeys.py): the document then holds private keys, so the program keeps it a secret.
 
     It creates the accounts without keys and writes the same root-owned key files, sudoers and
     sshd drop-in the converge script manages, so first boot and later converges never disagree.
@@ -33,4 +39,5 @@ def user_data(stack: Stack, host: str) -> str:
         group=PEOPLE_GROUP,
         users=users,
         files=files,
+        ssh_keys=cloud_init_keys(host_keys),
     )

@@ -42,6 +42,8 @@ def script_digest(script: str) -> str:
 
 
 LATE_PLACEHOLDER = re.compile(r"@@HYPHA_LATE:([a-z0-9][a-z0-9/_.-]*)@@")
+LATE_TOKEN = "@@HYPHA_LATE:{}@@"
+"""How a script other than the converge's (render/hostkeys.rotation_script) asks for a late value."""
 
 
 def late_names(script: str) -> list[str]:

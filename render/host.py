@@ -210,6 +210,11 @@ def _base(stack: Stack, host: str, plan: HostPlan) -> None:
     plan.packages += BASE_PACKAGES
     plan.units += BASE_UNITS
     plan.people = accounts(stack)
+    from . import hostkeys
+
+    # The keys the program made (cloud-init wrote them before sshd first started); none made here.
+    plan.files += hostkeys.host_key_files(host)
+    plan.absent += [(path, "ssh") for path in hostkeys.unwanted_key_paths()]
 
 
 def _gateway(stack: Stack, host: str, plan: HostPlan) -> None:

@@ -237,6 +237,11 @@ class Host(_Model):
         default=False,
         description="The host keeps state of its own even if no service declares data paths (e.g. the borg target).",
     )
+    ssh_host_key_generation: whole(ge=0, le=1000) = Field(
+        default=0,
+        description="Raise by one to rotate the host's SSH host keys at the next `pulumi up` (README, Host keys). "
+        "A new host starts at 0.",
+    )
 
 
 class Service(_Model):

@@ -7,7 +7,7 @@ from functools import lru_cache
 
 import yaml
 
-from ops.mockrun import Registered, Run, run_stack
+from ops.mockrun import Registered, Run, plain, run_stack
 from spec.load import load_stack, read_stack_config
 
 STACKS = ("staging", "prod")
@@ -44,8 +44,13 @@ def child(r: Run, host: str, type_: str) -> Registered:
     return kids[0]
 
 
+def snippet_source(res: Registered) -> dict:
+    """A snippet's `sourceRaw` (fileName, data); on the wire it is a secret, for the host keys in it."""
+    return plain(res.inputs["sourceRaw"])
+
+
 def user_data(r: Run, host: str) -> dict:
-    return yaml.safe_load(child(r, host, SNIPPET).inputs["sourceRaw"]["data"])
+    return yaml.safe_load(snippet_source(child(r, host, SNIPPET))["data"])
 
 
 def written_files(r: Run, host: str) -> dict[str, dict]:

@@ -9,7 +9,7 @@ import socket
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import paramiko
@@ -18,8 +18,8 @@ import testinfra
 
 from ops.lab import Lab, available, layout
 from ops.labstack import LabStack, boot_and_converge, lab_stack
-from ops.remote import Result, Session, can_login, converge
-from render.converge import converge_script
+from ops.remote import LATE, Result, Session, can_login, converge
+from render.converge import converge_script, fill
 from render.host import SSHD_DROPIN, host_plan
 from spec import derive
 
@@ -36,6 +36,7 @@ class Ctx:
     lab: Lab
     ls: LabStack
     first: dict[str, Result]
+    sessions: list = field(default_factory=list)
 
     @property
     def stack(self):
@@ -56,22 +57,23 @@ def ctx(tmp_path_factory):
     ls = lab_stack("prod", hosts=HOSTS)
     with Lab("hcv", layout(HOSTS[0], HOSTS[1:])) as lab:
         # Each VM's first boot with its real snippet, as on Proxmox; then converge, gateway first.
-        yield Ctx(lab, ls, boot_and_converge(lab, ls))
+        c = Ctx(lab, ls, boot_and_converge(lab, ls))
+        try:
+            yield c
+        finally:
+            for session in c.sessions:
+                session.close()
 
 
 def _testinfra(ctx: Ctx, host: str, tmp_path: Path, user: str = "deploy"):
-    """A testinfra host over paramiko, jumped through the gateway like every other session."""
-    key = ctx.ls.keys[user].write(tmp_path / f"{user}_key")
-    gw = derive.gateway_address(ctx.stack)
-    config = tmp_path / "ssh_config"
-    opts = "-o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o BatchMode=yes"
-    config.write_text(
-        f"Host {gw}\n  StrictHostKeyChecking no\n  UserKnownHostsFile /dev/null\n"
-        f"Host * !{gw}\n  ProxyCommand ssh {opts} -i {key} -W %h:%p {user}@{gw}\n"
-        "  StrictHostKeyChecking no\n  UserKnownHostsFile /dev/null\n"
-    )
-    address = gw if host == derive.gateway_name(ctx.stack) else str(ctx.stack.hosts[host].lan_ip)
-    return testinfra.get_host(f"paramiko://{user}@{address}", ssh_config=str(config), ssh_identity_file=str(key))
+    """A testinfra host over a pinned ops.remote.Session (both legs check the host keys, as every
+    session does); closed with the lab, before its namespaces go."""
+    session = Session(ctx.stack, host, user, ctx.key(user))
+    ctx.sessions.append(session)
+    address = derive.gateway_address(ctx.stack) if host == derive.gateway_name(ctx.stack) else str(ctx.stack.hosts[host].lan_ip)
+    t = testinfra.get_host(f"paramiko://{user}@{address}")
+    t.backend.__dict__["client"] = session.client  # testinfra's cached client: never its own, unpinned one
+    return t
 
 
 def _unit_state(ctx: Ctx, host: str) -> dict[str, str]:
@@ -195,10 +197,13 @@ def test_a_staging_only_members_key_is_refused_on_a_prod_host(ctx):
 
 def test_the_deploy_key_is_refused_from_anywhere_but_its_source(ctx):
     """The gateway takes the deploy key only from the deployment server; h1 is not that."""
+    gw_pin = next(line for line in ctx.ls.known_hosts().splitlines() if line.endswith("-gw"))
     probe = (
         "import io,sys,paramiko\n"
         "k=paramiko.Ed25519Key.from_private_key(io.StringIO(sys.stdin.read()))\n"
-        "c=paramiko.SSHClient(); c.set_missing_host_key_policy(paramiko.AutoAddPolicy())\n"
+        "c=paramiko.SSHClient(); c.set_missing_host_key_policy(paramiko.RejectPolicy())\n"
+        f"e=paramiko.hostkeys.HostKeyEntry.from_line({gw_pin!r})\n"
+        "[c.get_host_keys().add(n, e.key.get_name(), e.key) for n in e.hostnames]\n"
         f"c.connect({str(ctx.stack.hosts['gw'].lan_ip)!r}, username='deploy', pkey=k, timeout=5, allow_agent=False, look_for_keys=False)\n"
     )
     result = ctx.lab.netns_exec("h1", [sys.executable, "-c", probe], input=ctx.key("deploy"), check=False)
@@ -230,7 +235,8 @@ def _changed_journald_plan(ctx: Ctx, size: str):
     new_content = journald.content.replace("SystemMaxUse=500M", f"SystemMaxUse={size}")
     assert new_content != journald.content
     plan.files = [f if f is not journald else type(f)(**{**f.__dict__, "content": new_content}) for f in plan.files]
-    return converge_script(ctx.stack, "h1", plan), new_content
+    # Filled as the host receives it (its host keys are late values): the test sends it itself.
+    return fill(converge_script(ctx.stack, "h1", plan), LATE), new_content
 
 
 def _start_held_converge(ctx: Ctx, script: str) -> Session:

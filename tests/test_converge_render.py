@@ -139,6 +139,7 @@ CHECKERS = {
     "apt": lambda p: [_need("apt-config", "apt"), "-c", p, "dump"],
     "shell": lambda p: ["sh", "-n", p],
     "authorized_keys": lambda p: [_need("ssh-keygen", "openssh-client"), "-l", "-f", p],
+    "known_hosts": lambda p: [_need("ssh-keygen", "openssh-client"), "-l", "-f", p],
     "named-checkconf": lambda p: [_need("named-checkconf", "bind9-utils"), p],
     "named-checkzone": lambda p: [
         _need("named-checkzone", "bind9-utils"), "-q", "-k", "fail", "-m", "fail", "-M", "fail", "-n", "fail",
@@ -159,6 +160,9 @@ def _sample(name: str) -> str:
     """A real-looking late value of its kind (a key where a key goes), as the host would receive it."""
     from ops.labstack import ssh_keypair
 
+    if name.startswith("hostkey/"):  # hostkey/<host>/<type>-<half>: an Ed25519 pair stands in for both types
+        pair = ssh_keypair(name.rsplit("-", 1)[0])
+        return pair.private_openssh if name.endswith("-private") else pair.public_line + "\n"
     kind = name.split("/")[-2] if name.count("/") >= 2 else ""
     if kind == "ssh-pubkey":
         return ssh_keypair(name).public_line
@@ -198,6 +202,7 @@ def test_every_managed_file_passes_its_daemons_checker(tmp_path, checker):
         ("apt", 'APT::Periodic::Update-Package-Lists "1"\n'),
         ("shell", 'ARGS="--web.listen-address=1\n'),
         ("authorized_keys", "ssh-ed25519 not-base64!!\n"),
+        ("known_hosts", "10.0.1.17 ssh-ed25519 not-base64!!\n"),
         ("named-checkconf", 'zone "hypha.coop" { type primary; file "/x" }\n'),
         ("named-checkzone", "$ORIGIN hypha.coop.\n$TTL 300\n@ IN A 203.0.113.999\n"),
     ],
@@ -261,17 +266,18 @@ def test_a_late_value_reaches_the_file_but_never_the_rendered_script(tmp_path):
     secret = "s3cret with 'quotes', $dollars and\nnewlines"
     plan.files.append(ManagedFile(str(target), f"head\npassphrase={late('borg/test')}\ntail {late('borg/other')}\n", mode="0600"))
     script = converge_script(stack, "gateway", plan)
-    assert late_names(script) == ["borg/other", "borg/test"]
+    host_keys = {n: _sample(n) for n in late_names(script) if n.startswith("hostkey/gateway/")}
+    assert sorted(set(late_names(script)) - set(host_keys)) == ["borg/other", "borg/test"]
     assert secret not in script and "s3cret" not in script
     with pytest.raises(KeyError, match="borg/other"):
-        fill(script, {"borg/test": secret})
-    filled = fill(script, {"borg/test": secret, "borg/other": "key"})
+        fill(script, {"borg/test": secret, **host_keys})
+    filled = fill(script, {"borg/test": secret, "borg/other": "key", **host_keys})
     assert "@@HYPHA_LATE" not in filled and late_names(filled) == []
 
     # Run the script's own stage() on the file's heredoc: the staged bytes are the file with the values in.
     stage_fn = filled[filled.index("stage() {"):]
     stage_fn = stage_fn[: stage_fn.index("\n}\n") + 3]
-    start = filled.index(f"PIECES=1 stage ")
+    start = filled.rindex("PIECES=1 stage ", 0, filled.index(str(target)))  # the appended file's call
     call = filled[start: filled.index("\nHYPHA_EOF\n", start) + len("\nHYPHA_EOF\n")]
     (tmp_path / "stage").mkdir()
     out = subprocess.run(

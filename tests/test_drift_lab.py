@@ -27,7 +27,8 @@ class Ctx:
     def drift(self, capsys, *extra: str) -> tuple[int, dict, str]:
         """`python -m ops drift` as a person runs it; (exit code, JSON report, stderr)."""
         capsys.readouterr()
-        code = drift.main(["--stack", "prod", "--stack-file", str(self.stack_file), "--key", str(self.key_file), "--json", *extra])
+        code = drift.main(["--stack", "prod", "--stack-file", str(self.stack_file), "--key", str(self.key_file),
+                           "--known-hosts", str(self.stack_file.with_name("known_hosts")), "--json", *extra])
         out = capsys.readouterr()
         return code, json.loads(out.out), out.err
 
@@ -48,6 +49,7 @@ def ctx(tmp_path_factory):
     stack_file = tmp / "stack.yaml"
     stack_file.write_text(yaml.safe_dump(ls.raw))
     key_file = ls.keys["deploy"].write(tmp / "deploy_ed25519")
+    (tmp / "known_hosts").write_text(ls.known_hosts())  # as `pulumi stack output known_hosts` gives it
     with Lab("hdr", layout(HOSTS[0], HOSTS[1:], front=FRONT, lan=LAN), front=FRONT, lan=LAN) as lab:
         results = boot_and_converge(lab, ls)
         assert all(r.ok for r in results.values()), {h: r.stderr for h, r in results.items()}
@@ -73,7 +75,8 @@ def test_a_hand_edited_file_is_drift_with_a_diff_naming_it(ctx, capsys):
         assert f"--- {JOURNALD} (desired)\n+++ {JOURNALD} (on h1)\n" in finding["diff"]
         assert "\n+SystemMaxUse=5G\n" in finding["diff"]
         # The text report, as the scheduled job prints it, names the file and shows the diff too.
-        assert drift.main(["--stack", "prod", "--stack-file", str(ctx.stack_file), "--key", str(ctx.key_file)]) == 2
+        assert drift.main(["--stack", "prod", "--stack-file", str(ctx.stack_file), "--key", str(ctx.key_file),
+                           "--known-hosts", str(ctx.stack_file.with_name("known_hosts"))]) == 2
         text = capsys.readouterr().out
         assert f"file-changed: {JOURNALD}: content differs" in text and "+SystemMaxUse=5G" in text
     finally:

@@ -25,7 +25,7 @@ import pytest
 from google.protobuf import empty_pb2
 from pulumi.runtime.proto import analyzer_pb2_grpc
 
-from ops.mockrun import Registered, Run, run_stack
+from ops.mockrun import Registered, Run, plain, run_stack
 from ops.policy_check import evaluate, export_state, load_policy_config, resolve
 from policy.policies import ALLOW_REPLACE_ENV, BASELINE_ENV, POLICIES
 from policy.view import script_files
@@ -111,9 +111,10 @@ def set_user_data(run: Run, host: str, edit) -> None:
     import yaml
 
     snippet = resource(run, SNIPPET, host)
-    doc = yaml.safe_load(snippet.inputs["sourceRaw"]["data"])
+    source = plain(snippet.inputs["sourceRaw"])  # the secret's wrapper stays: edited in place
+    doc = yaml.safe_load(source["data"])
     edit(doc)
-    snippet.inputs["sourceRaw"]["data"] = "#cloud-config\n" + yaml.safe_dump(doc)
+    source["data"] = "#cloud-config\n" + yaml.safe_dump(doc)
 
 
 def vm(run: Run, host: str) -> Registered:
@@ -205,6 +206,35 @@ def test_cloud_init_must_not_allow_passwords_or_root():
         "cloud-init: user alice gets a password; logins are by key only",
     ]
     assert all(v.urn.endswith("::lists-user-data") for v in verdict(run, "no-password-or-root-login").violations)
+
+
+# ---------------------------------------------------------------------------------------------------
+# every host's SSH identity is the program's, and every SSH leg pins it
+
+
+def test_every_ssh_leg_pins_a_host_key_and_every_snippet_carries_the_programs_keys():
+    assert passes(fresh("prod"), "ssh-host-keys-pinned") and passes(fresh("staging"), "ssh-host-keys-pinned")
+
+
+def test_a_converge_leg_without_a_pinned_host_key_is_refused():
+    run = fresh("prod")
+    cmd = resource(run, COMMAND, "loomio")
+    plain(cmd.inputs["connection"])["proxy"].pop("hostKey")
+    found = verdict(run, "ssh-host-keys-pinned").violations
+    assert [v.message for v in found] == [
+        "the proxy to 203.0.113.12 pins no ssh-ed25519 host key: without `host_key` the command provider accepts "
+        "whatever answers (components/host_keys.py makes the pins)"
+    ]
+    assert found[0].urn == cmd.urn
+
+
+def test_a_snippet_that_lets_the_vm_make_its_own_host_keys_is_refused():
+    run = fresh("prod")
+    set_user_data(run, "lists", lambda doc: doc.pop("ssh_keys"))
+    assert messages(run, "ssh-host-keys-pinned") == [
+        "cloud-init: the VM's host keys must be the program's (`ssh_keys` with ed25519_private and "
+        "ed25519_public, `ssh_deletekeys: true`); a key the VM makes itself is pinned nowhere"
+    ]
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -475,7 +505,7 @@ def test_the_pack_serves_its_policies_as_the_engine_starts_it():
             info = analyzer_pb2_grpc.AnalyzerStub(channel).GetAnalyzerInfo(empty_pb2.Empty(), timeout=10)
         assert info.name == "hypha-infra"
         assert [p.name for p in info.policies] == [p.name for p in POLICIES]
-        assert len(info.policies) == 10
+        assert len(info.policies) == 11
     finally:
         proc.kill()
         proc.wait(timeout=10)

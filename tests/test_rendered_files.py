@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from render.host import SSHD_DROPIN as SSHD_DROPIN_PATH
-from tests.program_runs import SNIPPET, STACKS, run
+from tests.program_runs import SNIPPET, STACKS, run, snippet_source
 
 CLOUD_INIT = shutil.which("cloud-init")
 SSHD = shutil.which("sshd") or ("/usr/sbin/sshd" if Path("/usr/sbin/sshd").exists() else None)
@@ -25,7 +25,7 @@ def _tool(path, package):
 def _snippets():
     for stack in STACKS:
         for res in run(stack).of_type(SNIPPET):
-            yield pytest.param(stack, res.name, res.inputs["sourceRaw"]["data"], id=f"{stack}-{res.name}")
+            yield pytest.param(stack, res.name, snippet_source(res)["data"], id=f"{stack}-{res.name}")
 
 
 def cloud_init_schema(path: Path) -> subprocess.CompletedProcess:
@@ -94,7 +94,7 @@ def _effective(main: Path) -> dict[str, str]:
 
 def _dropin(stack: str, host: str = "gateway") -> tuple[str, str]:
     res = next(r for r in run(stack).of_type(SNIPPET) if r.name == f"{host}-user-data")
-    entry = next(f for f in yaml.safe_load(res.inputs["sourceRaw"]["data"])["write_files"] if f["path"] == SSHD_DROPIN_PATH)
+    entry = next(f for f in yaml.safe_load(snippet_source(res)["data"])["write_files"] if f["path"] == SSHD_DROPIN_PATH)
     return Path(entry["path"]).name, entry["content"]
 
 
