@@ -11,7 +11,7 @@ from typing import Literal, Optional
 
 from pydantic import Field, field_validator
 
-from .base import _Model
+from .base import _Model, matching
 from .errors import Problem
 from .keys import check_public_key
 
@@ -19,6 +19,15 @@ from .keys import check_public_key
 DUMP_HOOKS = {"postgresql": "postgresql_databases", "mysql": "mysql_databases", "mariadb": "mysql_databases"}
 BORG_USER = "borg"
 _NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
+# borg's own size syntax (helpers.parse_file_size: decimal K/M/G/T), limited to what a quota needs.
+_SIZE = r"^[1-9][0-9]{0,5}[MGT]$"
+_SIZE_UNITS = {"M": 10**6, "G": 10**9, "T": 10**12}
+_size = matching(_SIZE, "is not a size such as 500M, 100G or 2T (decimal units, as borg reads them)")
+
+
+def size_bytes(size: str) -> int:
+    """A checked size (`100G`) in bytes, as borg serve --storage-quota reads it."""
+    return int(size[:-1]) * _SIZE_UNITS[size[-1]]
 
 
 def _absolute(path: str) -> bool:
@@ -45,6 +54,11 @@ class Offsite(_Model):
         description="The offsite server's SSH host public key (`ssh-ed25519 AAAA...`), pinned: the copy refuses any other."
     )
     schedule: str = Field(default="*-*-* 05:30", description="When the copy runs (systemd calendar event, on the target).")
+    keep_days: int = Field(
+        default=30, ge=1, le=3650,
+        description="Each copy is a new dated snapshot (`<path>/<client>/<UTC time>`, unchanged files hardlinked to the "
+        "previous one); snapshots older than this many days are removed. The history a client cannot reach.",
+    )
 
     _host_key = field_validator("host_key")(check_public_key)
 
@@ -79,11 +93,28 @@ class Backup(_Model):
     exclude_patterns: list[str] = Field(
         default_factory=lambda: ["*.tmp", "*/cache/*"], description="borg exclude patterns applied on every client."
     )
+    storage_quota: str = Field(
+        default="100G",
+        description="Most each client's repository may hold (borg serve --storage-quota in its forced command); "
+        "a client past it cannot commit, the others are unaffected. The quotas together must fit the target's disk.",
+    )
+    storage_quotas: dict[str, str] = Field(
+        default_factory=dict, description="Per client host, a quota other than `storage_quota` (e.g. `loomio: 300G`)."
+    )
     canary_max_age_hours: int = Field(
         default=26, ge=1, description="The drill fails when the restored canary is older than this."
     )
     offsite: Optional[Offsite] = Field(default=None, description="Where the target copies every repository to.")
     images: Optional[ImageBackups] = Field(default=None, description="The stack's Proxmox whole-VM image backup job.")
+
+    _storage_quota = field_validator("storage_quota")(_size)
+
+    @field_validator("storage_quotas")
+    @classmethod
+    def _storage_quotas(cls, value: dict[str, str]) -> dict[str, str]:
+        for size in value.values():
+            _size(size)
+        return value
 
 
 # --- what follows from the section ------------------------------------------------------------------
@@ -123,6 +154,11 @@ def client_paths(stack, host: str) -> list[str]:
 def client_databases(stack, host: str) -> list[tuple[str, Database]]:
     """(service, database) pairs a client dumps into each backup."""
     return [(n, d) for n, s in sorted(_services_on(stack.services, host).items()) for d in s.databases]
+
+
+def quota(backup, client: str) -> str:
+    """The storage quota of `client`'s repository (`100G`)."""
+    return backup.storage_quotas.get(client, backup.storage_quota)
 
 
 def repository(stack, client: str) -> str:
@@ -213,6 +249,17 @@ def check_backup(backup, site, hosts, services) -> list[Problem]:
             f"no backup target for the hosts that hold data ({', '.join(data_hosts)}); "
             "give a host the `backup_target` role or name one here",
         )
+    for host in sorted(backup.storage_quotas):
+        if host not in data_hosts:
+            why = "is not a host" if host not in hosts else ("is the backup target" if host == target else "holds no data")
+            add(f"backup.storage_quotas.{host}", f"{host} {why}, so it has no repository; remove the entry")
+    if target is not None and data_hosts:
+        total = sum(size_bytes(quota(backup, h)) for h in data_hosts)
+        disk = hosts[target].disk_gb * 2**30
+        if total > disk:
+            add("backup.storage_quota", f"the quotas of {len(data_hosts)} repositories add up to {total / 10**9:.0f} GB, "
+                f"more than {target}'s {hosts[target].disk_gb} GiB disk: one client could fill the target for all; "
+                f"lower storage_quota / storage_quotas or grow hosts.{target}.disk_gb")
     for host, paths in sorted(backup.extra_paths.items()):
         if host not in hosts:
             add(f"backup.extra_paths.{host}", f"unknown host {host!r}; known hosts: {', '.join(sorted(hosts)) or 'none'}")
