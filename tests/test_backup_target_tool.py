@@ -120,7 +120,8 @@ def test_a_deleted_archive_recreated_under_its_name_is_rolled_back_and_the_repos
     assert f'{metrics.REPOSITORY_TAMPERED}{{repository="c2"}} 0' in target.prom("hypha_borg_integrity.prom")
     # The prune stops for c1 until an admin accepts; c2 is pruned as usual, and the exit status says which failed.
     r = target.tool("prune")
-    assert r.returncode == 1 and "c1: REFUSED: marked tampered" in r.stdout and "c2: kept 1 archive(s)" in r.stdout
+    assert r.returncode == 1 and "c1: REFUSED: archives deleted from the client side" in r.stdout
+    assert "(marked tampered since" in r.stdout and "c2: kept 1 archive(s)" in r.stdout
     job = target.prom("hypha_borg_prune.prom")
     assert f'{metrics.TARGET_JOB_OK}{{task="prune",repository="c1"}} 0' in job
     assert f'{metrics.TARGET_JOB_OK}{{task="prune",repository="c2"}} 1' in job

@@ -262,9 +262,6 @@ def verify(borg, cfg, name, now=None):
         save_state(cfg, name, state)
         log(f"{name}: first verification: {len(present)} archive(s) at transaction {current} taken as the baseline")
         return state
-    if state.get("tampered"):
-        raise Refused(f"REFUSED: marked tampered since {_utc(state['tampered']['at'])}: "
-                      f"{state['tampered']['why']} (README, Backups: inspect, then `accept {name}`)")
     txns = transactions_after(path, state["transaction"], current or 0)
     by_client = client_transactions(path)
     problems, bad = [], []  # bad: ids of the transactions that did harm
@@ -282,7 +279,7 @@ def verify(borg, cfg, name, now=None):
                 problems.append(f"transaction {t['id']} deleted {len(t['deletes'])} object(s) made since the last "
                                 "verification (an archive created and deleted in between)")
     if deleted:
-        problems.append(f"archives deleted from the client side since the last verified state: {', '.join(deleted)}")
+        problems.insert(0, f"archives deleted from the client side since the last verified state: {', '.join(deleted)}")
     for i, r in sorted(known.items()):
         if i not in present and i not in deleted_in:
             problems.append(f"archive {r['name']} vanished without a trace in the log")
@@ -320,6 +317,10 @@ def verify(borg, cfg, name, now=None):
         if idle:
             state["idle_at"] = now
         save_state(cfg, name, state)
+        if state.get("tampered"):
+            # Still verified (and rolled back) every round, so later harm is undone too; only the prune waits.
+            raise Refused(f"REFUSED: {state['tampered']['why']} (marked tampered since {_utc(state['tampered']['at'])}; "
+                          f"README, Backups: inspect, then `accept {name}`)")
         return state
     first_bad = min(bad) if bad else current + 1
     good = max([state["transaction"]] + [t["id"] for t in txns if t["id"] < first_bad])
@@ -335,7 +336,9 @@ def verify(borg, cfg, name, now=None):
                                                                                            if t["id"] <= good]),
                  verified_at=now, config_sha256=_config_digest(path),
                  archives={i: known.get(i) or new.get(i) or _record(a, None) for i, a in present.items()},
-                 tampered={"at": int(now), "why": why, "rolled_back_to": good, "still_missing": missing})
+                 tampered={"at": (state.get("tampered") or {}).get("at", int(now)),
+                           "why": "; ".join(filter(None, [(state.get("tampered") or {}).get("why"), why])),
+                           "rolled_back_to": good, "still_missing": missing})
     save_state(cfg, name, state)
     if missing:
         log(f"{name}: after the rollback these verified archives are STILL MISSING: {', '.join(missing)} "
