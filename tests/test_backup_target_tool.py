@@ -179,3 +179,17 @@ def test_a_client_cannot_commit_past_its_quota_and_the_others_are_unaffected(tar
     assert list(target.archives("c1")) == ["c1-1"] and sorted(target.archives("c2")) == ["c2-1", "c2-2"]
     sizes = target.prom("hypha_borg.prom")
     assert f'{metrics.REPOSITORY_QUOTA}{{repository="c1"}} {50 * 10**6}' in sizes
+
+
+def test_one_broken_repository_never_stops_the_others_and_each_failure_is_reported(target):
+    # c1's passphrase file gone (a broken converge, a full disk): c1 fails, c2 is still verified and pruned.
+    os.unlink(target.cfg["repositories"]["c1"]["passphrase_file"])
+    target.backup("c2", "c2-2")
+    for job in ("watch", "prune"):
+        r = target.tool(job)
+        assert r.returncode == 1 and f"c1: {job} FAILED: FileNotFoundError" in r.stdout, r.stdout
+        assert f"{job} FAILED for: c1\n" in r.stdout
+        text = target.prom(f"hypha_borg_{job}.prom")
+        assert f'{metrics.TARGET_JOB_OK}{{task="{job}",repository="c1"}} 0' in text
+        assert f'{metrics.TARGET_JOB_OK}{{task="{job}",repository="c2"}} 1' in text
+    assert "c2: kept 2 archive(s)" in r.stdout
