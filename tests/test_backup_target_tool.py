@@ -193,3 +193,15 @@ def test_one_broken_repository_never_stops_the_others_and_each_failure_is_report
         assert f'{metrics.TARGET_JOB_OK}{{task="{job}",repository="c1"}} 0' in text
         assert f'{metrics.TARGET_JOB_OK}{{task="{job}",repository="c2"}} 1' in text
     assert "c2: kept 2 archive(s)" in r.stdout
+
+
+def test_a_client_transaction_compacted_before_it_was_verified_marks_the_repository(target):
+    """The one window left: a commit between the prune's last verification and its compact."""
+    env = dict(os.environ, BORG_PASSPHRASE=PASSPHRASE, BORG_BASE_DIR=str(target.root / "home"),
+               BORG_RELOCATED_REPO_ACCESS_IS_OK="yes", BORG_DELETE_I_KNOW_WHAT_I_AM_DOING="YES")
+    target.client("c1", f"delete {target.url('c1')}::c1-1")
+    # What the prune's compact would do right after: the client's delete made final, its segments gone.
+    subprocess.run(["borg", "compact", str(target.repos / "c1")], env=env, check=True, capture_output=True)
+    r = target.tool("watch")
+    assert r.returncode == 1 and "were compacted before they could be verified" in r.stdout, r.stdout
+    assert f'{metrics.REPOSITORY_TAMPERED}{{repository="c1"}} 1' in target.prom("hypha_borg_integrity.prom")

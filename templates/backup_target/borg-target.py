@@ -212,6 +212,9 @@ def load_state(cfg, name):
 
 
 def save_state(cfg, name, state):
+    # The segments of the verified state: if any goes (a compact), rolling back past it is no longer safe.
+    path = cfg["repositories"][name]["path"]
+    state["segments"] = [n for n, _f in segment_files(path) if n <= state["transaction"]]
     write_atomic(state_path(cfg, name), json.dumps(state, indent=1, sort_keys=True) + "\n", 0o600)
     config_copy = os.path.join(cfg["archive_state"], f"{name}.config")
     if state.get("config_sha256") and not os.path.exists(config_copy + "." + state["config_sha256"][:16]):
@@ -310,6 +313,13 @@ def verify(borg, cfg, name, now=None):
             bad.append(state["transaction"] + 1)
     if config_changed:
         problems.append("the repository's config (its key) was rewritten from the client side; the saved one is back")
+    # A client transaction in the log whose segments are gone: it committed between the prune's last
+    # verification and its compact, which then compacted it. What it did can no longer be told.
+    parsed = {t["id"] for t in txns}
+    unseen = sorted(t for t in by_client if state["transaction"] < t <= (current or 0) and t not in parsed)
+    if unseen:
+        problems.append(f"client transaction(s) {', '.join(map(str, unseen))} were compacted before they could be "
+                        "verified (committed during the prune); check the archives against the offsite history")
     if not problems:
         state.update(transaction=current or state["transaction"], committed_at=txns[-1]["committed"] if txns else
                      state["committed_at"], verified_at=now,
@@ -324,7 +334,19 @@ def verify(borg, cfg, name, now=None):
         return state
     first_bad = min(bad) if bad else current + 1
     good = max([state["transaction"]] + [t["id"] for t in txns if t["id"] < first_bad])
+    # Never drop a transaction of the target's own that wrote data: a compact moves live objects into
+    # new segments, an admin's archive is real. (Its prune's deletes and borg with-lock's manifest
+    # rewrite may go: that only brings pruned archives back.)
+    keep = max([t["id"] for t in txns if t["id"] not in by_client and t["puts"] - {MANIFEST_ID.hex()}], default=0)
+    # Nor roll back over a compact at all: once segments of the verified state are gone, the live
+    # objects (the manifest too) may sit only in newer segments.
+    gone = set(state.get("segments", [])) - {n for n, _f in segment_files(path)}
+    if bad and (good < keep or gone):
+        problems.append("no rollback: the target compacted (or an admin wrote) since the harm; restore what is "
+                        "missing from the offsite history")
+        bad = []
     why = "; ".join(dict.fromkeys(problems))
+    outcome = f"rolled back to transaction {good}" if bad else "not rolled back"
     if bad:
         log(f"{name}: TAMPERED: {why}. Rolling back to transaction {good}, the last before the harm.")
         rollback_locked(borg, cfg, name, good)
@@ -338,12 +360,12 @@ def verify(borg, cfg, name, now=None):
                  archives={i: known.get(i) or new.get(i) or _record(a, None) for i, a in present.items()},
                  tampered={"at": (state.get("tampered") or {}).get("at", int(now)),
                            "why": "; ".join(filter(None, [(state.get("tampered") or {}).get("why"), why])),
-                           "rolled_back_to": good, "still_missing": missing})
+                           "rolled_back_to": good if bad else None, "still_missing": missing})
     save_state(cfg, name, state)
     if missing:
-        log(f"{name}: after the rollback these verified archives are STILL MISSING: {', '.join(missing)} "
+        log(f"{name}: these verified archives are STILL MISSING: {', '.join(missing)} "
             "(restore them from the offsite history)")
-    raise Refused(f"REFUSED: {why}; rolled back to transaction {good}; nothing pruned or compacted "
+    raise Refused(f"REFUSED: {why}; {outcome}; nothing pruned or compacted "
                   f"(README, Backups: inspect, then `accept {name}`)")
 
 
