@@ -115,4 +115,9 @@ def generate(hosts: int, stack: str = "prod") -> dict[str, Any]:
     # above; the generated stack keeps them on the VPN.
     if isinstance(raw.get("monitoring"), dict):
         raw["monitoring"]["ui"] = "vpn"
+    # Every client's storage quota must fit the target's 500 GiB disk together (spec/backup.py).
+    if isinstance(raw.get("backup"), dict):
+        clients = sum(1 for s in services.values() if s.get("data_paths")) + 1
+        raw["backup"]["storage_quota"] = f"{max(1, 400 // clients)}G"
+        raw["backup"].pop("storage_quotas", None)
     return raw

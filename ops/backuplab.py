@@ -1,7 +1,9 @@
-"""The backup lab's stack: a gateway, a borg target, two clients with data (one with a PostgreSQL database) and an offsite server outside the stack.
+"""The backup lab's stack: a gateway, a borg target, clients with data (c1 with a PostgreSQL database) and an offsite server outside the stack.
 
-Used by tests/test_backup_lab.py and bench/backup.py. Everything but the hosts, addresses and
-keys is the real prod config, so what the lab proves is what production runs.
+Used by tests/test_backup_lab.py, tests/test_backup_attack_lab.py and bench/backup.py. Everything
+but the hosts, addresses, keys and the layout's own settings (its clients, quotas) is the real prod
+config, so what the lab proves is what production runs. A Layout says which lab: prefix, subnets,
+clients; DEFAULT is the original two-client lab.
 """
 
 from __future__ import annotations
@@ -15,21 +17,38 @@ from dataclasses import dataclass, field
 from ops.labstack import LabStack, lab_stack, ssh_keypair
 from spec.load import build_stack
 
-FRONT = ipaddress.ip_network("10.213.70.0/24")
-LAN = ipaddress.ip_network("10.213.71.0/24")
-VPN = ipaddress.ip_network("10.213.72.0/24")
-PREFIX = "hbk"
 OFFSITE_HOST = "off"
 OFFSITE_USER = "offsite"
 OFFSITE_PATH = "/srv/offsite"
 TARGET = "bk"
-CLIENTS = ("c1", "c2")
-# c1 runs a wiki with files and a PostgreSQL database; c2 a file store with two directories.
+# c1 runs a wiki with files and a PostgreSQL database; c2 a file store with two directories; c3 (in
+# layouts that have it) a small notes directory.
 SERVICES = {
     "wiki": {"host": "c1", "port": 8080, "data_paths": ["/srv/wiki"]},
     "files": {"host": "c2", "port": 8081, "data_paths": ["/srv/files", "/var/lib/files"]},
+    "notes": {"host": "c3", "port": 8082, "data_paths": ["/srv/notes"]},
 }
 DATABASE = {"engine": "postgresql", "name": "wiki"}
+
+
+@dataclass(frozen=True)
+class Layout:
+    """One backup lab: its name prefix, networks, clients, and backup settings over the prod ones."""
+
+    prefix: str
+    front: ipaddress.IPv4Network
+    lan: ipaddress.IPv4Network
+    vpn: ipaddress.IPv4Network
+    clients: tuple[str, ...] = ("c1", "c2")
+    backup: dict = field(default_factory=lambda: {"storage_quota": "5G"})
+    """Over the prod backup section; the lab target's 20 GiB disk must hold every quota."""
+    offsite_index: int = 5
+    """The offsite server's place among the LAN's addresses: after the target and every client."""
+
+
+DEFAULT = Layout("hbk", ipaddress.ip_network("10.213.70.0/24"), ipaddress.ip_network("10.213.71.0/24"),
+                 ipaddress.ip_network("10.213.72.0/24"))
+FRONT, LAN, VPN, PREFIX, CLIENTS = DEFAULT.front, DEFAULT.lan, DEFAULT.vpn, DEFAULT.prefix, DEFAULT.clients
 
 
 @dataclass
@@ -39,25 +58,25 @@ class BackupLabStack(LabStack):
     offsite_address: str = ""
 
 
-def lab_hosts() -> list:
+def lab_hosts(layout: Layout = DEFAULT) -> list:
     from ops.lab import LabHost
 
-    f, n = list(FRONT.hosts()), list(LAN.hosts())
+    f, n = list(layout.front.hosts()), list(layout.lan.hosts())
     return [
         LabHost("gw", str(n[1]), str(f[1])),
         LabHost(TARGET, str(n[2])),
-        LabHost("c1", str(n[3])),
-        LabHost("c2", str(n[4])),
+        *[LabHost(c, str(n[3 + i])) for i, c in enumerate(layout.clients)],
         # Not in the stack: the offsite server somebody else runs. Only its host key is configured.
-        LabHost(OFFSITE_HOST, str(n[5])),
+        LabHost(OFFSITE_HOST, str(n[layout.offsite_index])),
     ]
 
 
-def backup_lab_stack(offsite_host_key: str, database: bool = True) -> BackupLabStack:
+def backup_lab_stack(offsite_host_key: str, database: bool = True, layout: Layout = DEFAULT) -> BackupLabStack:
     """A valid prod-like stack for the lab hosts, with every `borg/...` late value made as the program would."""
-    base = lab_stack("prod", hosts=("gw",), members=(), front=FRONT, lan=LAN, vpn=VPN)
+    base = lab_stack("prod", hosts=("gw",), members=(), front=layout.front, lan=layout.lan, vpn=layout.vpn)
     raw = base.raw
-    n = list(LAN.hosts())
+    n = list(layout.lan.hosts())
+    offsite_ip = str(n[layout.offsite_index])
     node = next(iter(raw["proxmox"]["nodes"]))
     first_id = raw["site"]["vm_ids"]["first"]
     gw = raw["hosts"]["gw"]
@@ -66,11 +85,11 @@ def backup_lab_stack(offsite_host_key: str, database: bool = True) -> BackupLabS
         # Converged before the clients (boot_and_converge keeps this order), so their first
         # converge already finds the target and makes their repositories.
         TARGET: {"vm_id": first_id + 7, "node": node, "lan_ip": str(n[2]), "roles": ["backup_target"], "holds_data": True},
-        "c1": {"vm_id": first_id + 3, "node": node, "lan_ip": str(n[3]), "roles": ["app"]},
-        "c2": {"vm_id": first_id + 4, "node": node, "lan_ip": str(n[4]), "roles": ["app"]},
+        **{c: {"vm_id": first_id + 3 + i, "node": node, "lan_ip": str(n[3 + i]), "roles": ["app"]}
+           for i, c in enumerate(layout.clients)},
     }
-    services = {k: dict(v) for k, v in SERVICES.items()}
-    if database:
+    services = {k: dict(v) for k, v in SERVICES.items() if v["host"] in layout.clients}
+    if database and "c1" in layout.clients:
         services["wiki"]["databases"] = [dict(DATABASE)]
     raw["services"] = services
     # The monitoring section names catalog hosts this lab does not have; backups are the subject here.
@@ -79,14 +98,15 @@ def backup_lab_stack(offsite_host_key: str, database: bool = True) -> BackupLabS
     backup.pop("extra_paths", None)
     backup.pop("target", None)
     backup["offsite"] = {
-        "host": str(n[5]), "user": OFFSITE_USER, "path": OFFSITE_PATH, "host_key": offsite_host_key,
+        "host": offsite_ip, "user": OFFSITE_USER, "path": OFFSITE_PATH, "host_key": offsite_host_key,
         "schedule": "*-*-* 05:00",
     }
+    backup.update(layout.backup)
     raw["backup"] = backup
     stack = build_stack(raw, "prod")
     ls = BackupLabStack("prod", raw, stack, base.keys, base.wireguard, dict(base.front_ip),
-                        lab_hosts=lab_hosts(), lan_gateway=str(n[1]), offsite_address=str(n[5]))
-    for c in CLIENTS:
+                        lab_hosts=lab_hosts(layout), lan_gateway=str(n[1]), offsite_address=offsite_ip)
+    for c in layout.clients:
         pair = ssh_keypair(f"borg-{c}@lab")
         ls.late[f"borg/ssh-key/{c}"] = pair.private_openssh
         ls.late[f"borg/ssh-pubkey/{c}"] = pair.public_line
@@ -101,13 +121,16 @@ def backup_lab_stack(offsite_host_key: str, database: bool = True) -> BackupLabS
 DATA = {
     "c1": {"/srv/wiki/pages": (400, 2048), "/srv/wiki/media": (10, 2 * 1024 * 1024)},
     "c2": {"/srv/files/store": (50, 200 * 1024), "/var/lib/files/index": (20, 1024)},
+    "c3": {"/srv/notes": (30, 4096)},
 }
 
 
-def make_data(lab) -> dict[str, int]:
+def make_data(lab, layout: Layout = DEFAULT) -> dict[str, int]:
     """Write the data set into the clients; bytes per client."""
     sizes = {}
     for client, dirs in DATA.items():
+        if client not in layout.clients:
+            continue
         script = [f"mkdir -p {d} && for i in $(seq 1 {n}); do head -c {size} /dev/urandom >{d}/f$i; done"
                   for d, (n, size) in dirs.items()]
         lab.run(client, " && ".join(script), timeout=120)
@@ -150,17 +173,18 @@ class Prepared:
     timings: dict[str, float]
 
 
-def prepare(lab) -> Prepared:
+def prepare(lab, layout: Layout = DEFAULT) -> Prepared:
     """Data, database and offsite account in place, then every host's first boot and converge."""
     from ops.labstack import boot_and_converge
 
     database = start_postgres(lab)
-    ls = backup_lab_stack(offsite_host_key(lab), database=database)
+    ls = backup_lab_stack(offsite_host_key(lab), database=database, layout=layout)
     setup_offsite(lab, ls)
-    sizes = make_data(lab)
+    sizes = make_data(lab, layout)
     started = time.monotonic()
     first = boot_and_converge(lab, ls)
-    timings = {"lab up": lab.timings.get("up", 0.0), "first boot + converge, 4 hosts": time.monotonic() - started}
+    timings = {"lab up": lab.timings.get("up", 0.0),
+               f"first boot + converge, {2 + len(layout.clients)} hosts": time.monotonic() - started}
     timings.update({f"converge {h}": r.seconds for h, r in first.items()})
     return Prepared(ls, first, database, sizes, timings)
 

@@ -46,12 +46,18 @@ AUTHORIZED_KEYS = f"/etc/ssh/authorized_keys/{BORG_USER}"
 TARGET_PACKAGES = ["borgbackup", "rsync", "python3"]
 # name -> (what it does, schedule field of the backup section or None for a fixed interval)
 TARGET_JOBS = {
+    "watch": "verify every repository against its last verified state (client-side deletes roll back)",
     "prune": "prune and compact every repository (retention from config)",
     "offsite": "copy every repository to the offsite server",
     "drill": "restore drill: extract the latest archive of every repository and check it",
     "metrics": "repository sizes and free space for Prometheus",
 }
 METRICS_INTERVAL = "15min"
+# Often enough that a new archive is recorded minutes after it arrives (the verification replays the
+# log since the last run anyway, so nothing in between escapes it); cheap: a borg list per repository.
+WATCH_INTERVAL = "5min"
+ARCHIVE_TIME_SLACK_SECONDS = 600
+"""How far an archive's own timestamp may lie outside the time it could have been made (clock skew)."""
 
 
 def late_names_for(stack: Stack, host: str) -> list[str]:
@@ -176,7 +182,8 @@ def authorized_keys(stack: Stack) -> str:
     """One line per client: only from its LAN address, only `borg serve` append-only on its own repository."""
     lines = ["# Managed by hypha-infra; edits are overwritten. One line per backup client.\n"]
     for c in spec.clients(stack):
-        command = f"borg serve --append-only --restrict-to-repository {spec.repository(stack, c)}"
+        command = (f"borg serve --append-only --restrict-to-repository {spec.repository(stack, c)} "
+                   f"--storage-quota {spec.quota(stack.backup, c)}")
         lines.append(f'from="{stack.hosts[c].lan_ip}",command="{command}",restrict {late(f"borg/ssh-pubkey/{c}")}\n')
     return "".join(lines)
 
@@ -188,6 +195,7 @@ def target_config(stack: Stack, host: str) -> dict:
         repos[c] = {
             "path": spec.repository(stack, c),
             "passphrase_file": f"{PASSPHRASE_DIR}/{c}",
+            "quota_bytes": spec.size_bytes(spec.quota(b, c)),
             # What the drill expects inside the latest archive (archive paths have no leading /).
             "expect": sorted({p.lstrip("/") for p in spec.client_paths(stack, c)} | set(dump_paths(stack, c))),
         }
@@ -195,7 +203,7 @@ def target_config(stack: Stack, host: str) -> dict:
     if b.offsite is not None:
         o = b.offsite
         offsite = {"host": o.host, "port": o.port, "user": o.user, "path": o.path.rstrip("/"), "key": OFFSITE_KEY,
-                   "known_hosts": OFFSITE_KNOWN_HOSTS}
+                   "known_hosts": OFFSITE_KNOWN_HOSTS, "keep_days": o.keep_days}
     return {
         "host": host,
         "user": BORG_USER,
@@ -208,12 +216,17 @@ def target_config(stack: Stack, host: str) -> dict:
         "scratch": DRILL_DIR,
         "status": DRILL_STATUS,
         "archive_state": ARCHIVE_STATE_DIR,
+        "archive_time_slack_seconds": ARCHIVE_TIME_SLACK_SECONDS,
         "textfile_dir": metrics.TEXTFILE_DIR,
         "metrics": {
             "drill_last_success": metrics.DRILL_LAST_SUCCESS,
             "drill_ok": metrics.DRILL_OK,
             "repository_size": metrics.REPOSITORY_SIZE,
             "repository_free": metrics.REPOSITORY_FREE,
+            "repository_quota": metrics.REPOSITORY_QUOTA,
+            "tampered": metrics.REPOSITORY_TAMPERED,
+            "verified": metrics.REPOSITORY_VERIFIED,
+            "job_ok": metrics.TARGET_JOB_OK,
         },
         "offsite": offsite,
     }
@@ -242,7 +255,8 @@ def backup_target(stack: Stack, host: str, plan: HostPlan) -> None:
             ManagedFile(OFFSITE_KNOWN_HOSTS, f"{known} {o.host_key}\n"),
         ]
     schedules = {"prune": b.prune_schedule, "offsite": b.offsite.schedule if b.offsite else None,
-                 "drill": b.drill_schedule, "metrics": None}
+                 "drill": b.drill_schedule, "metrics": None, "watch": None}
+    intervals = {"metrics": METRICS_INTERVAL, "watch": WATCH_INTERVAL}
     for job, what in TARGET_JOBS.items():
         if job == "offsite" and b.offsite is None:
             continue
@@ -251,7 +265,7 @@ def backup_target(stack: Stack, host: str, plan: HostPlan) -> None:
             ManagedFile(f"/etc/systemd/system/{unit}.service",
                         render("backup_target/job.service.j2", job=job, what=what, tool=TARGET_TOOL, config=TARGET_CONFIG)),
             ManagedFile(f"/etc/systemd/system/{unit}.timer",
-                        render("backup_target/job.timer.j2", what=what, schedule=schedules[job], interval=METRICS_INTERVAL),
+                        render("backup_target/job.timer.j2", what=what, schedule=schedules[job], interval=intervals.get(job)),
                         unit=f"{unit}.timer", action="restart"),
         ]
         plan.units.append(f"{unit}.timer")

@@ -12,3 +12,11 @@ DRILL_OK = "hypha_restore_drill_ok"
 # Size on disk of each borg repository, and free space of the filesystem that holds them.
 REPOSITORY_SIZE = "hypha_borg_repository_size_bytes"
 REPOSITORY_FREE = "hypha_borg_filesystem_free_bytes"
+# The target's own judgement of each repository (borg-target watch/prune): 1 while it is marked
+# tampered (client-side harm found and rolled back), when it was last verified, and per job
+# (label `task`: watch, prune; not `job`, which Prometheus sets) whether the last run on the repository succeeded.
+REPOSITORY_TAMPERED = "hypha_borg_repository_tampered"
+REPOSITORY_VERIFIED = "hypha_borg_repository_verified_timestamp_seconds"
+TARGET_JOB_OK = "hypha_borg_target_job_ok"
+# The storage quota borg serve enforces on each repository (bytes).
+REPOSITORY_QUOTA = "hypha_borg_repository_quota_bytes"

@@ -22,6 +22,7 @@ from .types import (
     HostOrAddress,
     Identifier,
     Port,
+    pattern_type,
     PveStorage,
     RemoteUser,
     SshPublicKey,
@@ -33,6 +34,14 @@ from .types import (
 # borgmatic's dump hook per engine (borgmatic 1.7 config key under `hooks:`).
 DUMP_HOOKS = {"postgresql": "postgresql_databases", "mysql": "mysql_databases", "mariadb": "mysql_databases"}
 BORG_USER = "borg"
+# borg's own size syntax (helpers.parse_file_size: decimal K/M/G/T), limited to what a quota needs.
+_SIZE_UNITS = {"M": 10**6, "G": 10**9, "T": 10**12}
+Size = pattern_type("size", r"[1-9][0-9]{0,5}[MGT]", "is not a size such as 500M, 100G or 2T (decimal units, as borg reads them)", max_length=32)
+
+
+def size_bytes(size: str) -> int:
+    """A checked size (`100G`) in bytes, as borg serve --storage-quota reads it."""
+    return int(size[:-1]) * _SIZE_UNITS[size[-1]]
 
 
 class Database(_Model):
@@ -55,6 +64,11 @@ class Offsite(_Model):
         description="The offsite server's SSH host public key (`ssh-ed25519 AAAA...`), pinned: the copy refuses any other."
     )
     schedule: CalendarEvent = Field(default="*-*-* 05:30", description="When the copy runs (systemd calendar event, on the target).")
+    keep_days: whole(ge=1, le=3650) = Field(
+        default=30,
+        description="Each copy is a new dated snapshot (`<path>/<client>/<UTC time>`, unchanged files hardlinked to the "
+        "previous one); snapshots older than this many days are removed. The history a client cannot reach.",
+    )
 
     _host_key = field_validator("host_key")(check_public_key)
 
@@ -90,6 +104,14 @@ class Backup(_Model):
     )
     exclude_patterns: list[Text] = Field(
         default_factory=lambda: ["*.tmp", "*/cache/*"], description="borg exclude patterns applied on every client."
+    )
+    storage_quota: Size = Field(
+        default="100G",
+        description="Most each client's repository may hold (borg serve --storage-quota in its forced command); "
+        "a client past it cannot commit, the others are unaffected. The quotas together must fit the target's disk.",
+    )
+    storage_quotas: dict[HostName, Size] = Field(
+        default_factory=dict, description="Per client host, a quota other than `storage_quota` (e.g. `loomio: 300G`)."
     )
     canary_max_age_hours: whole(ge=1, le=100_000) = Field(
         default=26, description="The drill fails when the restored canary is older than this."
@@ -135,6 +157,11 @@ def client_paths(stack, host: str) -> list[str]:
 def client_databases(stack, host: str) -> list[tuple[str, Database]]:
     """(service, database) pairs a client dumps into each backup."""
     return [(n, d) for n, s in sorted(_services_on(stack.services, host).items()) for d in s.databases]
+
+
+def quota(backup, client: str) -> str:
+    """The storage quota of `client`'s repository (`100G`)."""
+    return backup.storage_quotas.get(client, backup.storage_quota)
 
 
 def repository(stack, client: str) -> str:
@@ -218,6 +245,17 @@ def check_backup(backup, site, hosts, services) -> list[Problem]:
             f"no backup target for the hosts that hold data ({', '.join(data_hosts)}); "
             "give a host the `backup_target` role or name one here",
         )
+    for host in sorted(backup.storage_quotas):
+        if host not in data_hosts:
+            why = "is not a host" if host not in hosts else ("is the backup target" if host == target else "holds no data")
+            add(f"backup.storage_quotas.{host}", f"{host} {why}, so it has no repository; remove the entry")
+    if target is not None and data_hosts:
+        total = sum(size_bytes(quota(backup, h)) for h in data_hosts)
+        disk = hosts[target].disk_gb * 2**30
+        if total > disk:
+            add("backup.storage_quota", f"the quotas of {len(data_hosts)} repositories add up to {total / 10**9:.0f} GB, "
+                f"more than {target}'s {hosts[target].disk_gb} GiB disk: one client could fill the target for all; "
+                f"lower storage_quota / storage_quotas or grow hosts.{target}.disk_gb")
     for host, paths in sorted(backup.extra_paths.items()):
         if host not in hosts:
             add(f"backup.extra_paths.{host}", f"unknown host {host!r}; known hosts: {', '.join(sorted(hosts)) or 'none'}")

@@ -320,7 +320,8 @@ def test_the_offsite_copy_on_a_third_host_passes_borg_check(ctx):
     assert r.returncode == 0, ctx.journal(TARGET, "hypha-borg-offsite")
     ctx.timings["offsite copy"] = seconds
     for client in CLIENTS:
-        copy = f"{OFFSITE_PATH}/{client}"
+        # Each copy is a dated snapshot; `latest` names the newest (README, Backups).
+        copy = f"{OFFSITE_PATH}/{client}/latest"
         env = (f"BORG_PASSPHRASE={shlex.quote(ctx.ls.late[f'borg/passphrase/{client}'])} "
                "BORG_RELOCATED_REPO_ACCESS_IS_OK=yes BORG_BASE_DIR=/tmp/borg-check")
         # Without the passphrase: the repository's own consistency (what the offsite side can run).

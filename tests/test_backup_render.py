@@ -18,6 +18,7 @@ from render.converge import converge_script, late_names
 from render.host import LATE_MARK, host_plan
 from spec import backup as spec
 from spec import derive
+from spec.load import build_stack
 from tests.program_runs import STACKS, child, model, run
 from tests.test_bad_input import assert_reported, base_config, refusal
 
@@ -160,17 +161,23 @@ def test_the_target_tool_and_its_config_parse():
     assert cfg["repositories"]["loomio"]["expect"] == [
         "root/.borgmatic/postgresql_databases/localhost/loomio_production", "srv/loomio"]
     assert cfg["offsite"]["host"] == "borg.example.net"
+    # The quota the metrics report is the one borg serve enforces (borg's decimal units).
+    assert cfg["repositories"]["loomio"]["quota_bytes"] == 100 * 10**9
+    assert cfg["offsite"]["keep_days"] == 30
 
 
-def test_the_target_only_lets_each_clients_key_run_append_only_borg_serve_on_its_own_repository():
-    m = model("prod")
+def test_the_target_only_lets_each_clients_key_run_append_only_borg_serve_on_its_own_repository_within_its_quota():
+    raw = base_config("prod")
+    raw["backup"]["storage_quotas"] = {"loomio": "150G"}
+    m = build_stack(raw, "prod")
     keys = _file(m, "backup1", rb.AUTHORIZED_KEYS)
     lines = [line for line in keys.content.splitlines() if not line.startswith("#")]
     assert len(lines) == len(spec.clients(m))
     for client, line in zip(spec.clients(m), lines):
+        quota = "150G" if client == "loomio" else "100G"
         assert line.startswith(
             f'from="{m.hosts[client].lan_ip}",command="borg serve --append-only --restrict-to-repository '
-            f'/srv/borg/{client}",restrict ')
+            f'/srv/borg/{client} --storage-quota {quota}",restrict ')
         assert LATE_MARK.findall(line) == [f"borg/ssh-pubkey/{client}"]
     # sshd lets the borg account in on the target only.
     assert f" {rb.BORG_USER}" in _file(m, "backup1", "/etc/ssh/sshd_config.d/10-hypha.conf").content.split("AllowUsers")[1].split("\n")[0]
@@ -322,6 +329,16 @@ BAD = [
      "backup.offsite.host_key", ("paste the whole .pub file line",)),
     ("an-offsite-path-that-is-not-absolute", lambda raw: raw["backup"]["offsite"].__setitem__("path", "hypha"),
      "backup.offsite.path", ("not an absolute path",)),
+    ("a-quota-that-is-not-a-size", lambda raw: raw["backup"].__setitem__("storage_quota", "100 GB; rm -rf /"),
+     "backup.storage_quota", ("is not a size such as 500M, 100G or 2T",)),
+    ("a-per-client-quota-that-is-not-a-size", lambda raw: raw["backup"].__setitem__("storage_quotas", {"loomio": "-1G"}),
+     "backup.storage_quotas.loomio", ("'-1G' is not a size",)),
+    ("a-quota-for-a-host-without-a-repository", lambda raw: raw["backup"].__setitem__("storage_quotas", {"web1": "10G"}),
+     "backup.storage_quotas.web1", ("holds no data", "has no repository")),
+    ("quotas-that-do-not-fit-the-target", lambda raw: raw["backup"].__setitem__("storage_quota", "2T"),
+     "backup.storage_quota", ("add up to", "one client could fill the target for all")),
+    ("offsite-history-of-no-days", lambda raw: raw["backup"]["offsite"].__setitem__("keep_days", 0),
+     "backup.offsite.keep_days", ("greater than or equal to 1",)),
     ("a-misspelt-retention-key", lambda raw: raw["backup"]["retention"].__setitem__("dayly", 7),
      "backup.retention.dayly", ("not a known key",)),
 ]
