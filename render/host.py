@@ -20,6 +20,7 @@ HEADER = "managed by hypha-infra"
 AUTHORIZED_KEYS_DIR = "/etc/ssh/authorized_keys"
 SSHD_DROPIN = "/etc/ssh/sshd_config.d/10-hypha.conf"
 PEOPLE_GROUP = "hypha-people"
+SYSCTL_BASE = "/etc/sysctl.d/80-hypha-base.conf"
 NTP_SERVERS = ("0.debian.pool.ntp.org", "1.debian.pool.ntp.org", "2.debian.pool.ntp.org")
 
 
@@ -206,6 +207,7 @@ def _base(stack: Stack, host: str, plan: HostPlan) -> None:
             action="restart",
         ),
         ManagedFile("/etc/apt/apt.conf.d/52hypha-unattended-upgrades", render("base/auto-upgrades.conf.j2"), check="apt"),
+        ManagedFile(SYSCTL_BASE, render("base/sysctl.conf.j2"), unit="systemd-sysctl", action="restart"),
     ]
     plan.packages += BASE_PACKAGES
     plan.units += BASE_UNITS
