@@ -12,6 +12,7 @@ from components.config import deploy_private_key, proxmox_api_token, stack_from_
 from components.gateway import Gateway, GatewayArgs  # noqa: E402
 from components import monitoring  # noqa: E402
 from components.backup import Backups  # noqa: E402
+from components.cluster_firewall import ClusterFirewall  # noqa: E402
 from components.late import late_values  # noqa: E402
 from components.host_bootstrap import HostBootstrap, HostBootstrapArgs  # noqa: E402
 from components.proxmox_vm import ProxmoxVm, ProxmoxVmArgs  # noqa: E402
@@ -39,6 +40,9 @@ pool = pve.PoolLegacy(
     comment=f"hypha-infra stack {stack.site.stack}",
     opts=pulumi.ResourceOptions(provider=provider),
 )
+
+# Without the datacenter firewall on, Proxmox ignores every VM's firewall below.
+cluster_firewall = ClusterFirewall("cluster-firewall", stack, with_provider)
 
 gateway = Gateway("gateway", GatewayArgs(stack, pool.pool_id), with_provider)
 vms = {derive.gateway_name(stack): gateway.vm}

@@ -73,6 +73,24 @@ class Node(_Model):
     bridges: list[str] = Field(description="Linux bridges that exist on the node, e.g. `vmbr2`.")
 
 
+_Source = Union[ipaddress.IPv4Network, ipaddress.IPv6Network]
+
+
+class ClusterFirewall(_Model):
+    """The datacenter firewall: one per cluster, so both stacks must say the same here."""
+
+    management: list[_Source] = Field(
+        default_factory=list,
+        description="Networks that may reach every node's API (8006) and SSH (22): each stack's "
+        "deployment server, the admins' way in. Cluster-wide: prod and staging list the same.",
+    )
+    api_only: list[_Source] = Field(
+        default_factory=list,
+        description="Networks that may reach the nodes' API (8006) only, e.g. the monitoring host "
+        "(pve-exporter). Cluster-wide: prod and staging list the same.",
+    )
+
+
 class Proxmox(_Model):
     endpoint: str = Field(description="Proxmox VE API address, e.g. `https://kvm1.example.org:8006/`.")
     insecure: bool = Field(default=False, description="Skip TLS verification of the API (self-signed node certificate).")
@@ -84,6 +102,10 @@ class Proxmox(_Model):
     )
     default_datastore: str = Field(description="Storage pool for VM disks unless a host names its own.")
     nodes: dict[str, Node] = Field(description="The cluster's nodes by name; one entry for a single server.")
+    firewall: ClusterFirewall = Field(
+        default_factory=ClusterFirewall,
+        description="The datacenter-level firewall the program turns on: without it Proxmox ignores every VM's rules.",
+    )
 
     _endpoint = field_validator("endpoint")(
         matching(r"^https://[^/\s]+(:\d+)?/?$", "is not an https:// API address (e.g. https://kvm1.example.org:8006/)")
