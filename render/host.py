@@ -130,6 +130,13 @@ def deploy_key_line(stack: Stack, host: str) -> str:
     return f"{','.join(options)} {stack.access.deploy.public_key}"
 
 
+def jump_targets(stack: Stack) -> list[str]:
+    """What a session on the bastion may open a channel to: each other host's SSH, by its LAN address
+    (what `ssh -J` and the deploy's proxy connection ask for; derive.ssh_jump_command)."""
+    gw = derive.gateway_name(stack)
+    return [f"{h.lan_ip}:22" for name, h in sorted(stack.hosts.items()) if name != gw]
+
+
 def access_files(stack: Stack, host: str) -> list[ManagedFile]:
     """Who may log in and as what: sshd drop-in, one root-owned key file per user, sudoers.
 
@@ -147,6 +154,7 @@ def access_files(stack: Stack, host: str) -> list[ManagedFile]:
                 "base/sshd-hypha.conf.j2",
                 allow_users=users,
                 forwarding="gateway" in stack.hosts[host].roles,
+                permit_open=jump_targets(stack),
                 min_rsa_bits=MIN_RSA_BITS,
             ),
             unit="ssh",
