@@ -216,6 +216,9 @@ def _base(stack: Stack, host: str, plan: HostPlan) -> None:
         ),
         ManagedFile("/etc/apt/apt.conf.d/52hypha-unattended-upgrades", render("base/auto-upgrades.conf.j2"), check="apt"),
         ManagedFile(SYSCTL_BASE, render("base/sysctl.conf.j2"), unit="systemd-sysctl", action="restart"),
+        # Read at each login and module load: nothing to reload.
+        ManagedFile("/etc/security/limits.d/90-hypha.conf", render("base/limits.conf.j2")),
+        ManagedFile("/etc/modprobe.d/hypha-blacklist.conf", render("base/modprobe-blacklist.conf.j2")),
     ]
     plan.packages += BASE_PACKAGES
     plan.units += BASE_UNITS
