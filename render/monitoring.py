@@ -67,7 +67,9 @@ PVE_UNIT_FILE = f"/etc/systemd/system/{PVE_UNIT}.service"
 PVE_VENV = "/opt/prometheus-pve-exporter"
 ALERTMANAGER_WEB_CONFIG = f"{CONFIG_DIR}/alertmanager-web.yml"
 SMTP_PASSWORD_FILE = f"{CONFIG_DIR}/smtp.password"
-GUARD_SITE = "/etc/nginx/sites-enabled/hypha-alertmanager.conf"
+# In conf.d, not sites-enabled: the proxy role names its sites hypha-<service>, and a service may be
+# called alertmanager (prod's is) on a host that is proxy and monitoring at once.
+GUARD_SITE = "/etc/nginx/conf.d/hypha-alertmanager-guard.conf"
 GUARD_USERS = "/etc/nginx/hypha-alertmanager.users"
 GUARD_UNIT = "nginx"
 DEBIAN_DEFAULT_SITE = "/etc/nginx/sites-enabled/default"
@@ -470,9 +472,12 @@ def monitoring(stack: Stack, host: str, plan) -> None:
     if mon is None:
         return
     plan.files += monitoring_files(stack, mon)
-    plan.packages += PACKAGES + [p for p in ("nginx",) if p not in plan.packages]
-    plan.units += [PROMETHEUS_UNIT, ALERTMANAGER_UNIT, BLACKBOX_UNIT] + [u for u in (GUARD_UNIT,) if u not in plan.units]
-    if (DEBIAN_DEFAULT_SITE, GUARD_UNIT) not in plan.absent:
+    plan.packages += PACKAGES
+    plan.units += [PROMETHEUS_UNIT, ALERTMANAGER_UNIT, BLACKBOX_UNIT]
+    # The guard's nginx; on a host that is also the proxy, that role brings it (and drops Debian's site).
+    if "reverse_proxy" not in stack.hosts[host].roles:
+        plan.packages.append("nginx")
+        plan.units.append(GUARD_UNIT)
         plan.absent.append((DEBIAN_DEFAULT_SITE, GUARD_UNIT))
     if mon.pve_exporter is not None:
         plan.packages += ["python3-venv"]

@@ -187,3 +187,17 @@ def test_the_relay_refuses_anyone_without_the_internal_login(guarded):
     assert _call(url, method="POST", body={})[0] == 401
     assert _call(url, "carol", method="POST", body={})[0] == 401
     assert _call(f"http://127.0.0.1:{relay}/other", method="POST", body={})[0] == 404
+
+
+def test_a_host_that_is_proxy_and_monitoring_at_once_gets_one_nginx_with_both():
+    """The guard sits in conf.d: the proxy's sites are hypha-<service>, and prod has a service alertmanager."""
+    cfg = raw("prod")
+    cfg["hosts"]["web1"]["roles"] = ["reverse_proxy", "monitoring"]
+    cfg["hosts"]["monitor1"]["roles"] = ["app"]
+    for svc in cfg["services"].values():
+        if svc.get("host") == "monitor1":
+            svc["host"] = "web1"
+    plan = host_plan(build_stack(cfg, "prod"), "web1")  # asserts no two roles render one path
+    paths = [f.path for f in plan.files]
+    assert mr.GUARD_SITE in paths and "/etc/nginx/sites-enabled/hypha-alertmanager.conf" in paths
+    assert plan.units.count("nginx") == 1 and plan.packages.count("nginx") == 1 and len(plan.absent) == 1
