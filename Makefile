@@ -11,7 +11,8 @@ APT_PACKAGES := cloud-init openssh-server openssh-client python3-venv shellcheck
   wireguard-tools wireguard-go systemd-container iproute2 prometheus-node-exporter \
   unattended-upgrades systemd-timesyncd util-linux nginx bind9-utils \
   bind9 certbot openssl pebble dnsutils testssl.sh \
-  borgbackup borgmatic rsync postgresql prometheus prometheus-alertmanager prometheus-blackbox-exporter
+  borgbackup borgmatic rsync postgresql prometheus prometheus-alertmanager prometheus-blackbox-exporter \
+  lynis
 
 .PHONY: setup plan test fuzz bench docs lab drift
 

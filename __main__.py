@@ -12,6 +12,7 @@ from components.config import deploy_private_key, proxmox_api_token, stack_from_
 from components.gateway import Gateway, GatewayArgs  # noqa: E402
 from components import monitoring  # noqa: E402
 from components.backup import Backups  # noqa: E402
+from components.cluster_firewall import ClusterFirewall  # noqa: E402
 from components.late import late_values  # noqa: E402
 from components.host_bootstrap import HostBootstrap, HostBootstrapArgs  # noqa: E402
 from components.host_keys import HostKeys  # noqa: E402
@@ -44,6 +45,9 @@ pool = pve.PoolLegacy(
     comment=f"hypha-infra stack {stack.site.stack}",
     opts=pulumi.ResourceOptions(provider=provider),
 )
+
+# Without the datacenter firewall on, Proxmox ignores every VM's firewall below.
+cluster_firewall = ClusterFirewall("cluster-firewall", stack, with_provider)
 
 # Every host's SSH identity, made before its VM: cloud-init delivers it, every connection pins it.
 host_keys = HostKeys(stack)

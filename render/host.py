@@ -20,6 +20,7 @@ HEADER = "managed by hypha-infra"
 AUTHORIZED_KEYS_DIR = "/etc/ssh/authorized_keys"
 SSHD_DROPIN = "/etc/ssh/sshd_config.d/10-hypha.conf"
 PEOPLE_GROUP = "hypha-people"
+SYSCTL_BASE = "/etc/sysctl.d/80-hypha-base.conf"
 NTP_SERVERS = ("0.debian.pool.ntp.org", "1.debian.pool.ntp.org", "2.debian.pool.ntp.org")
 
 
@@ -129,6 +130,13 @@ def deploy_key_line(stack: Stack, host: str) -> str:
     return f"{','.join(options)} {stack.access.deploy.public_key}"
 
 
+def jump_targets(stack: Stack) -> list[str]:
+    """What a session on the bastion may open a channel to: each other host's SSH, by its LAN address
+    (what `ssh -J` and the deploy's proxy connection ask for; derive.ssh_jump_command)."""
+    gw = derive.gateway_name(stack)
+    return [f"{h.lan_ip}:22" for name, h in sorted(stack.hosts.items()) if name != gw]
+
+
 def access_files(stack: Stack, host: str) -> list[ManagedFile]:
     """Who may log in and as what: sshd drop-in, one root-owned key file per user, sudoers.
 
@@ -146,6 +154,7 @@ def access_files(stack: Stack, host: str) -> list[ManagedFile]:
                 "base/sshd-hypha.conf.j2",
                 allow_users=users,
                 forwarding="gateway" in stack.hosts[host].roles,
+                permit_open=jump_targets(stack),
                 min_rsa_bits=MIN_RSA_BITS,
             ),
             unit="ssh",
@@ -206,6 +215,10 @@ def _base(stack: Stack, host: str, plan: HostPlan) -> None:
             action="restart",
         ),
         ManagedFile("/etc/apt/apt.conf.d/52hypha-unattended-upgrades", render("base/auto-upgrades.conf.j2"), check="apt"),
+        ManagedFile(SYSCTL_BASE, render("base/sysctl.conf.j2"), unit="systemd-sysctl", action="restart"),
+        # Read at each login and module load: nothing to reload.
+        ManagedFile("/etc/security/limits.d/90-hypha.conf", render("base/limits.conf.j2")),
+        ManagedFile("/etc/modprobe.d/hypha-blacklist.conf", render("base/modprobe-blacklist.conf.j2")),
     ]
     plan.packages += BASE_PACKAGES
     plan.units += BASE_UNITS

@@ -14,6 +14,14 @@ Decisions:
 - `ui: proxy` puts both UIs behind a login (exporter-toolkit's web config, bcrypt users): members'
   hashes from the secret `monitoringUiPasswordHashes`, plus a `prometheus` user for Prometheus'
   own scrapes and alert pushes.
+- Alertmanager, in both modes, sits behind an nginx on the monitoring host (the "guard",
+  templates/monitoring/alertmanager-guard.conf.j2): exporter-toolkit's web config has logins but
+  no rights, and Alertmanager lets anyone it lets in create silences and `/-/reload`. The guard
+  asks for a login, lets every member read and only admins write, and passes requests on with
+  the internal `prometheus` login, the only one Alertmanager (on loopback) accepts.
+- Secrets stay out of Alertmanager's config, which it shows to every reader at `/api/v2/status`:
+  the SMTP password in a file (`smtp_auth_password_file`), the chat room's webhook URL in the
+  guard's relay (Debian 12's Alertmanager 0.25 has no webhook `url_file`).
 """
 
 from __future__ import annotations
@@ -57,6 +65,18 @@ SCRAPE_PASSWORD_FILE = f"{CONFIG_DIR}/scrape.password"
 PVE_CONFIG = f"{CONFIG_DIR}/pve.yml"
 PVE_UNIT_FILE = f"/etc/systemd/system/{PVE_UNIT}.service"
 PVE_VENV = "/opt/prometheus-pve-exporter"
+ALERTMANAGER_WEB_CONFIG = f"{CONFIG_DIR}/alertmanager-web.yml"
+SMTP_PASSWORD_FILE = f"{CONFIG_DIR}/smtp.password"
+# In conf.d, not sites-enabled: the proxy role names its sites hypha-<service>, and a service may be
+# called alertmanager (prod's is) on a host that is proxy and monitoring at once.
+GUARD_SITE = "/etc/nginx/conf.d/hypha-alertmanager-guard.conf"
+GUARD_USERS = "/etc/nginx/hypha-alertmanager.users"
+GUARD_UNIT = "nginx"
+DEBIAN_DEFAULT_SITE = "/etc/nginx/sites-enabled/default"
+# Alertmanager itself, behind the guard; the guard takes its LAN port.
+ALERTMANAGER_LOOPBACK = f"127.0.0.1:{ALERTMANAGER_PORT}"
+RELAY_LISTEN = "127.0.0.1:9095"
+RELAY_PATH = "/hypha-webhook"
 ALERTMANAGER_STORAGE = "/var/lib/prometheus/alertmanager"
 SCRAPE_USER = "prometheus"
 
@@ -66,6 +86,9 @@ LATE_MATRIX_URL = "monitoring/matrix-url"
 LATE_PVE_TOKEN = "monitoring/pve-token"
 LATE_WEB_USERS = "monitoring/web-users"
 LATE_SCRAPE_PASSWORD = "monitoring/scrape-password"
+LATE_GUARD_USERS = "monitoring/guard-users"
+LATE_INTERNAL_AUTH = "monitoring/internal-auth"
+LATE_ALERTMANAGER_USERS = "monitoring/alertmanager-users"
 
 # Alert thresholds. Backups run daily: 26 h leaves two hours of slack before a missed run pages.
 BACKUP_MAX_AGE_HOURS = 26
@@ -109,7 +132,7 @@ def scrape_jobs(stack: Stack, mon: Monitoring) -> list[dict]:
             ],
         },
         {"job_name": "prometheus", **auth, "static_configs": [{"targets": [f"{lan}:{PROMETHEUS_PORT}"], "labels": _labels(stack, host)}]},
-        {"job_name": "alertmanager", **auth, "static_configs": [{"targets": [f"{lan}:{ALERTMANAGER_PORT}"], "labels": _labels(stack, host)}]},
+        {"job_name": "alertmanager", **_internal_auth(), "static_configs": [{"targets": [f"{lan}:{ALERTMANAGER_PORT}"], "labels": _labels(stack, host)}]},
         {"job_name": "blackbox", "static_configs": [{"targets": [f"127.0.0.1:{BLACKBOX_PORT}"], "labels": _labels(stack, host)}]},
     ]
     http = http_probes(stack, mon)
@@ -139,6 +162,11 @@ def scrape_jobs(stack: Stack, mon: Monitoring) -> list[dict]:
 def _scrape_auth(mon: Monitoring) -> dict:
     if mon.ui != "proxy":
         return {}
+    return _internal_auth()
+
+
+def _internal_auth() -> dict:
+    """Prometheus' login: to its own UI behind `ui: proxy`, and always to Alertmanager's guard."""
     return {"basic_auth": {"username": SCRAPE_USER, "password_file": SCRAPE_PASSWORD_FILE}}
 
 
@@ -226,7 +254,7 @@ def prometheus_config(stack: Stack, mon: Monitoring) -> str:
         interval=mon.scrape_interval,
         rules=RULES_FILE,
         alertmanager=f"{stack.hosts[host].lan_ip}:{ALERTMANAGER_PORT}",
-        alertmanager_auth=_scrape_auth(mon).get("basic_auth"),
+        alertmanager_auth=_internal_auth()["basic_auth"],
         jobs=_yaml_list(scrape_jobs(stack, mon), indent=2),
     )
 
@@ -278,16 +306,46 @@ def alertmanager_config(stack: Stack, mon: Monitoring) -> str:
     from .host import late
 
     email = mon.email
-    matrix_url: Optional[str] = None
-    if mon.matrix is not None:
-        matrix_url = late(LATE_MATRIX_URL) if mon.matrix.url_secret else yaml_scalar(mon.matrix.url)
+    # The chat room through the guard's relay, which holds its real URL (module docstring).
+    matrix_url = yaml_scalar(f"http://{RELAY_LISTEN}{RELAY_PATH}") if mon.matrix is not None else None
     return render(
         "monitoring/alertmanager.yml.j2",
         mon=mon,
         email=email,
-        smtp_password=late(LATE_SMTP_PASSWORD) if email and email.username else None,
+        smtp_password_file=yaml_scalar(SMTP_PASSWORD_FILE) if email and email.username else None,
         matrix_url=matrix_url,
+        relay_auth=_internal_auth()["basic_auth"],
         probe_alerts="|".join(PROBE_ALERTS),
+    )
+
+
+def nginx_string(value: str, what: str) -> str:
+    """A value as a double-quoted nginx string. nginx has no escape for `$` (it would expand a
+    variable) and none this file needs for quotes or backslashes, so those are refused."""
+    if any(c in value for c in '"\\$;{}') or any(ord(c) < 0x21 or ord(c) == 0x7F for c in value):
+        raise ValueError(f"{what}: contains a quote, backslash, $, ;, brace, space or control character")
+    return f'"{value}"'
+
+
+def guard_site(stack: Stack, mon: Monitoring) -> str:
+    """The nginx in front of Alertmanager, and the relay to the chat room (module docstring)."""
+    from .host import late
+
+    host = monitoring_host(stack)
+    relay = None
+    if mon.matrix is not None:
+        resolvers = " ".join(str(r) if r.version == 4 else f"[{r}]" for r in stack.network.resolvers)
+        url = late(LATE_MATRIX_URL) if mon.matrix.url_secret else nginx_string(mon.matrix.url, "monitoring.matrix.url")
+        relay = {"listen": RELAY_LISTEN, "path": RELAY_PATH, "resolvers": resolvers, "url": url}
+    return render(
+        "monitoring/alertmanager-guard.conf.j2",
+        listen=f"{stack.hosts[host].lan_ip}:{ALERTMANAGER_PORT}",
+        upstream=ALERTMANAGER_LOOPBACK,
+        users_file=GUARD_USERS,
+        pusher=SCRAPE_USER,
+        admins=sorted(stack.access.admins),
+        internal_auth=late(LATE_INTERNAL_AUTH),
+        relay=relay,
     )
 
 
@@ -316,13 +374,13 @@ def alertmanager_args(stack: Stack, mon: Monitoring) -> str:
     args = [
         f"--config.file={ALERTMANAGER_CONFIG}",
         f"--storage.path={ALERTMANAGER_STORAGE}",
-        f"--web.listen-address={stack.hosts[host].lan_ip}:{ALERTMANAGER_PORT}",
+        # Behind the guard, which has the LAN address; loopback and the internal login only here.
+        f"--web.listen-address={ALERTMANAGER_LOOPBACK}",
         f"--web.external-url={external_url(stack, mon, 'alertmanager')}",
         # One Alertmanager: no gossip port (9094) to open or to leave listening.
         "--cluster.listen-address=",
+        f"--web.config.file={ALERTMANAGER_WEB_CONFIG}",
     ]
-    if mon.ui == "proxy":
-        args.append(f"--web.config.file={WEB_CONFIG}")
     return render("monitoring/default.j2", daemon="Alertmanager", args=" ".join(args))
 
 
@@ -376,8 +434,21 @@ def monitoring_files(stack: Stack, mon: Monitoring) -> list:
         files += [
             # Read on every request by both daemons: a changed login needs no restart.
             ManagedFile(WEB_CONFIG, render("monitoring/web.yml.j2", users=late(LATE_WEB_USERS)), check="promtool-web", **secret),
-            ManagedFile(SCRAPE_PASSWORD_FILE, late(LATE_SCRAPE_PASSWORD), unit=PROMETHEUS_UNIT, **secret),
         ]
+    guard = dict(unit=GUARD_UNIT, check="nginx", mode="0640", owner="root", group="www-data")
+    files += [
+        ManagedFile(SCRAPE_PASSWORD_FILE, late(LATE_SCRAPE_PASSWORD), unit=PROMETHEUS_UNIT, **secret),
+        ManagedFile(
+            ALERTMANAGER_WEB_CONFIG,
+            render("monitoring/web.yml.j2", users=late(LATE_ALERTMANAGER_USERS)),
+            check="promtool-web",
+            **secret,
+        ),
+        ManagedFile(GUARD_USERS, late(LATE_GUARD_USERS), **guard),
+        ManagedFile(GUARD_SITE, guard_site(stack, mon), **guard),
+    ]
+    if mon.email and mon.email.username:
+        files.append(ManagedFile(SMTP_PASSWORD_FILE, late(LATE_SMTP_PASSWORD), unit=ALERTMANAGER_UNIT, **secret))
     if mon.pve_exporter is not None:
         pve = mon.pve_exporter
         files += [
@@ -406,6 +477,11 @@ def monitoring(stack: Stack, host: str, plan) -> None:
     plan.files += monitoring_files(stack, mon)
     plan.packages += PACKAGES
     plan.units += [PROMETHEUS_UNIT, ALERTMANAGER_UNIT, BLACKBOX_UNIT]
+    # The guard's nginx; on a host that is also the proxy, that role brings it (and drops Debian's site).
+    if "reverse_proxy" not in stack.hosts[host].roles:
+        plan.packages.append("nginx")
+        plan.units.append(GUARD_UNIT)
+        plan.absent.append((DEBIAN_DEFAULT_SITE, GUARD_UNIT))
     if mon.pve_exporter is not None:
         plan.packages += ["python3-venv"]
         plan.units += [PVE_UNIT]
@@ -434,12 +510,52 @@ def scrape_password(ui_password_hashes: str) -> str:
 def web_users(stack: Stack, ui_password_hashes: str) -> str:
     """The `basic_auth_users` entries: every person of the stack's access lists who has a hash in the
     secret (a JSON map login -> bcrypt hash, from `htpasswd -nbBC 10 ''`), plus Prometheus itself."""
-    import bcrypt
+    lines = [f"  {name}: {yaml_scalar(h)}" for name, h in _people_hashes(stack, ui_password_hashes)]
+    lines.append(alertmanager_users(ui_password_hashes))
+    return "\n".join(lines)
 
+
+def _people_hashes(stack: Stack, ui_password_hashes: str) -> list[tuple[str, str]]:
     hashes = json.loads(ui_password_hashes)
     members = sorted(set(stack.access.admins) | set(stack.access.members))
-    lines = [f"  {name}: {yaml_scalar(hashes[name])}" for name in members if name in hashes]
+    return [(name, hashes[name]) for name in members if name in hashes]
+
+
+def _own_hash(ui_password_hashes: str) -> str:
+    import bcrypt
+
     password = scrape_password(ui_password_hashes)
-    own = bcrypt.hashpw(password.encode(), _bcrypt_salt(ui_password_hashes.encode(), SCRAPE_USER)).decode()
-    lines.append(f"  {SCRAPE_USER}: {yaml_scalar(own)}")
+    return bcrypt.hashpw(password.encode(), _bcrypt_salt(ui_password_hashes.encode(), SCRAPE_USER)).decode()
+
+
+def alertmanager_users(ui_password_hashes: str) -> str:
+    """Alertmanager's own `basic_auth_users`: the internal login alone (the guard and Prometheus)."""
+    return f"  {SCRAPE_USER}: {yaml_scalar(_own_hash(ui_password_hashes))}\n"
+
+
+def guard_users(stack: Stack, ui_password_hashes: str) -> str:
+    """The guard's auth_basic_user_file (`login:bcrypt` lines): people with a hash, and Prometheus."""
+    lines = [f"{name}:{h}" for name, h in _people_hashes(stack, ui_password_hashes)]
+    lines.append(f"{SCRAPE_USER}:{_own_hash(ui_password_hashes)}")
+    for line in lines:
+        if any(c in line for c in "\n\r"):
+            raise ValueError("monitoringUiPasswordHashes: a hash holds a line break")
     return "\n".join(lines) + "\n"
+
+
+def internal_auth(ui_password_hashes: str) -> str:
+    """The Authorization header the guard sends Alertmanager, and the relay expects, nginx-quoted."""
+    token = base64.b64encode(f"{SCRAPE_USER}:{scrape_password(ui_password_hashes)}".encode()).decode()
+    return f'"Basic {token}"'  # base64: nothing in it nginx would read as a quote or a variable
+
+
+def login_late_values(stack: Stack, ui_password_hashes: str) -> dict[str, str]:
+    """Every late value made from the UI hashes secret, by name: what components/monitoring.py makes
+    one by one, for the lab and the tests."""
+    return {
+        LATE_WEB_USERS: web_users(stack, ui_password_hashes),
+        LATE_SCRAPE_PASSWORD: scrape_password(ui_password_hashes),
+        LATE_GUARD_USERS: guard_users(stack, ui_password_hashes),
+        LATE_INTERNAL_AUTH: internal_auth(ui_password_hashes),
+        LATE_ALERTMANAGER_USERS: alertmanager_users(ui_password_hashes),
+    }

@@ -32,6 +32,11 @@ def proxied_services(stack: Stack) -> dict:
     return {n: s for n, s in sorted(stack.services.items()) if s.public and s.domains}
 
 
+def served_names(stack: Stack) -> list[str]:
+    """Every name a site here answers for (canonical names and the aliases it redirects)."""
+    return sorted({d for s in proxied_services(stack).values() for d in s.domains})
+
+
 def site(stack: Stack, name: str) -> str:
     svc = stack.services[name]
     canonical = svc.domains[0]
@@ -66,7 +71,7 @@ def proxy_files(stack: Stack) -> list:
         ManagedFile("/etc/nginx/snippets/hypha-headers.conf", render("reverse_proxy/headers.conf.j2"), **nginx),
         ManagedFile("/etc/nginx/snippets/hypha-proxy.conf", render("reverse_proxy/proxy.conf.j2"), **nginx),
         ManagedFile("/etc/nginx/ffdhe2048.pem", (TEMPLATES / "reverse_proxy/ffdhe2048.pem").read_text(), **nginx),
-        ManagedFile(f"{SITE_PREFIX}acme.conf", render("reverse_proxy/acme.conf.j2", webroot=WEBROOT), **nginx),
+        ManagedFile(f"{SITE_PREFIX}acme.conf", render("reverse_proxy/acme.conf.j2", webroot=WEBROOT, names=served_names(stack)), **nginx),
     ]
     services = proxied_services(stack)
     short = [n for n, s in services.items() if s.shortlinks]

@@ -84,6 +84,23 @@ def deploy_key_source(stack: Stack, host: str) -> str:
     return str(gateway(stack).lan_ip)
 
 
+PROXMOX_API_PORT = 8006
+
+
+def cluster_firewall_rules(stack: Stack) -> list[Rule]:
+    """The Proxmox nodes' own inbound rules (datacenter level): API and SSH from the management
+    networks, the API alone from `api_only`. Proxmox adds its own for the cluster network."""
+    fw = stack.proxmox.firewall
+    rules = []
+    for net in fw.management:
+        rules += [
+            Rule("tcp", PROXMOX_API_PORT, str(net), f"proxmox api from {net} (management)"),
+            Rule("tcp", 22, str(net), f"ssh to the node from {net} (management)"),
+        ]
+    rules += [Rule("tcp", PROXMOX_API_PORT, str(net), f"proxmox api from {net}") for net in fw.api_only]
+    return rules
+
+
 def inbound_rules(stack: Stack, host: str) -> list[Rule]:
     """Inbound allow rules for `host`, everything else dropped. Shared by the Proxmox and host firewalls."""
     h = stack.hosts[host]

@@ -8,13 +8,15 @@ from __future__ import annotations
 
 import base64
 import binascii
-from typing import Annotated, Literal, Optional
+from typing import Annotated, Literal, Optional, Union
+import ipaddress
 
 from pydantic import AfterValidator, BaseModel, Field, field_validator
 
 from .base import _check_each, _Model
 from .types import (
     AbsolutePath,
+    address_type,
     Bridge,
     Domain,
     Email,
@@ -103,6 +105,28 @@ class Node(_Model):
     )
 
 
+# An IPv4 or IPv6 network given as text (a bare address is its /32 or /128).
+_Source = address_type(
+    "IPv4 or IPv6 network (CIDR)", Union[ipaddress.IPv4Network, ipaddress.IPv6Network], "network",
+    "203.0.113.5/32 or 2001:db8::/64", ipaddress.ip_network,
+)
+
+
+class ClusterFirewall(_Model):
+    """The datacenter firewall: one per cluster, so both stacks must say the same here."""
+
+    management: Annotated[list[_Source], AfterValidator(unique_items)] = Field(
+        default_factory=list,
+        description="Networks that may reach every node's API (8006) and SSH (22): each stack's "
+        "deployment server, the admins' way in. Cluster-wide: prod and staging list the same.",
+    )
+    api_only: Annotated[list[_Source], AfterValidator(unique_items)] = Field(
+        default_factory=list,
+        description="Networks that may reach the nodes' API (8006) only, e.g. the monitoring host "
+        "(pve-exporter). Cluster-wide: prod and staging list the same.",
+    )
+
+
 class Proxmox(_Model):
     endpoint: ProxmoxEndpoint = Field(description="Proxmox VE API address, e.g. `https://kvm1.example.org:8006/`.")
     insecure: Flag = Field(default=False, description="Skip TLS verification of the API (self-signed node certificate).")
@@ -114,6 +138,10 @@ class Proxmox(_Model):
     )
     default_datastore: PveStorage = Field(description="Storage pool for VM disks unless a host names its own.")
     nodes: dict[PveNode, Node] = Field(description="The cluster's nodes by name; one entry for a single server.")
+    firewall: ClusterFirewall = Field(
+        default_factory=ClusterFirewall,
+        description="The datacenter-level firewall the program turns on: without it Proxmox ignores every VM's rules.",
+    )
 
     @field_validator("endpoint")
     @classmethod

@@ -16,6 +16,7 @@ VM = "proxmoxve:index/vmLegacy:VmLegacy"
 SNIPPET = "proxmoxve:index/fileLegacy:FileLegacy"
 FW_OPTIONS = "proxmoxve:firewall/optionsLegacy:OptionsLegacy"
 FW_RULES = "proxmoxve:firewall/rulesLegacy:RulesLegacy"
+CLUSTER_FIREWALL = "proxmoxve:cluster/firewallLegacy:FirewallLegacy"
 PROXMOX_VM = "hypha:infra:ProxmoxVm"
 GATEWAY = "hypha:infra:Gateway"
 

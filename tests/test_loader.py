@@ -22,6 +22,17 @@ from spec.load import ROOT, build_stack, load_stack, read_stack_config
 STAGING = (ROOT / "Pulumi.staging.yaml").read_bytes()
 
 
+def line_of(needle: bytes) -> int:
+    """The line of the committed staging file a case damages, so the cases follow edits to the file."""
+    return STAGING[: STAGING.index(needle)].count(b"\n") + 1
+
+
+EMAIL_LINE, TLS_LINE = line_of(b"hostmaster"), line_of(b"  hypha-infra:tls:")
+ACCESS_LINE, BACKUP_LINE = line_of(b"  hypha-infra:access:"), line_of(b"hypha-infra:backup:")
+APPENDED_LINE = STAGING.count(b"\n") + 1
+HALF_LINE = STAGING[: len(STAGING) // 2].count(b"\n") + 1
+
+
 def project(tmp_path: Path, stack_file: bytes, project_file: bytes | None = None) -> Path:
     (tmp_path / "Pulumi.yaml").write_bytes(project_file if project_file is not None else (ROOT / "Pulumi.yaml").read_bytes())
     (tmp_path / "Pulumi.staging.yaml").write_bytes(stack_file)
@@ -52,20 +63,20 @@ def _alias_bomb(levels: int = 9) -> bytes:
 EMAIL = b"email: hostmaster@hypha.coop"
 
 FILE_CASES = [
-    ("invalid-utf8", STAGING.replace(b"hostmaster", b"host\xffmaster"), "Pulumi.staging.yaml:49:16", "not valid UTF-8"),
-    ("nul-byte", STAGING.replace(b"hostmaster", b"host\x00master"), "Pulumi.staging.yaml:49:16", "U+0000"),
+    ("invalid-utf8", STAGING.replace(b"hostmaster", b"host\xffmaster"), f"Pulumi.staging.yaml:{EMAIL_LINE}:16", "not valid UTF-8"),
+    ("nul-byte", STAGING.replace(b"hostmaster", b"host\x00master"), f"Pulumi.staging.yaml:{EMAIL_LINE}:16", "U+0000"),
     ("config-is-a-list", b"config: [1, 2]\n", "Pulumi.staging.yaml:1", "`config:` must be a map"),
     ("file-is-a-list", b"- config\n", "Pulumi.staging.yaml:1", "must be a YAML map"),
-    ("int-key", STAGING.replace(b"  hypha-infra:tls:", b"  1: x\n  hypha-infra:tls:"), "Pulumi.staging.yaml:47", "not a string"),
-    ("unhashable-key", STAGING.replace(b"  hypha-infra:tls:", b"  ? [a, b]\n  : x\n  hypha-infra:tls:"), "Pulumi.staging.yaml:47", "a key is a list"),
+    ("int-key", STAGING.replace(b"  hypha-infra:tls:", b"  1: x\n  hypha-infra:tls:"), f"Pulumi.staging.yaml:{TLS_LINE}", "not a string"),
+    ("unhashable-key", STAGING.replace(b"  hypha-infra:tls:", b"  ? [a, b]\n  : x\n  hypha-infra:tls:"), f"Pulumi.staging.yaml:{TLS_LINE}", "a key is a list"),
     ("bool-key", STAGING.replace(b"    domain: staging", b"    on: 1\n    domain: staging"), "Pulumi.staging.yaml:7", "is a bool"),
-    ("timestamp-tag", STAGING.replace(EMAIL, b"email: !!timestamp 2020-01-01"), "Pulumi.staging.yaml:49", "!!timestamp"),
-    ("binary-tag", STAGING.replace(EMAIL, b"email: !!binary aGVsbG8="), "Pulumi.staging.yaml:49", "!!binary"),
-    ("set-tag", STAGING.replace(EMAIL, b"email: !!set {a, b}"), "Pulumi.staging.yaml:49", "!!set"),
-    ("omap-tag", STAGING.replace(EMAIL, b"email: !!omap [a: 1]"), "Pulumi.staging.yaml:49", "!!omap"),
-    ("python-tag", STAGING.replace(EMAIL, b"email: !!python/object/apply:os.system [id]"), "Pulumi.staging.yaml:49", "!!python/object"),
-    ("local-tag", STAGING.replace(EMAIL, b"email: !secret x"), "Pulumi.staging.yaml:49", "tag !secret"),
-    ("merge-key", STAGING.replace(b"  hypha-infra:tls:\n", b"  hypha-infra:tls:\n    <<: {a: 1}\n"), "Pulumi.staging.yaml:48", "merge keys"),
+    ("timestamp-tag", STAGING.replace(EMAIL, b"email: !!timestamp 2020-01-01"), f"Pulumi.staging.yaml:{EMAIL_LINE}", "!!timestamp"),
+    ("binary-tag", STAGING.replace(EMAIL, b"email: !!binary aGVsbG8="), f"Pulumi.staging.yaml:{EMAIL_LINE}", "!!binary"),
+    ("set-tag", STAGING.replace(EMAIL, b"email: !!set {a, b}"), f"Pulumi.staging.yaml:{EMAIL_LINE}", "!!set"),
+    ("omap-tag", STAGING.replace(EMAIL, b"email: !!omap [a: 1]"), f"Pulumi.staging.yaml:{EMAIL_LINE}", "!!omap"),
+    ("python-tag", STAGING.replace(EMAIL, b"email: !!python/object/apply:os.system [id]"), f"Pulumi.staging.yaml:{EMAIL_LINE}", "!!python/object"),
+    ("local-tag", STAGING.replace(EMAIL, b"email: !secret x"), f"Pulumi.staging.yaml:{EMAIL_LINE}", "tag !secret"),
+    ("merge-key", STAGING.replace(b"  hypha-infra:tls:\n", b"  hypha-infra:tls:\n    <<: {a: 1}\n"), f"Pulumi.staging.yaml:{TLS_LINE + 1}", "merge keys"),
     ("alias-bomb", _alias_bomb(), "Pulumi.staging.yaml:7", "aliases expand to more than"),
     ("alias-cycle", b"config:\n  hypha-infra:tls: &a\n    x: *a\n", "Pulumi.staging.yaml:3", "refers to the map or list that holds it"),
     ("deep-nesting", b"config:\n  hypha-infra:tls: " + b"[" * 500 + b"]" * 500 + b"\n", "Pulumi.staging.yaml:2", "levels deep"),
@@ -75,11 +86,11 @@ FILE_CASES = [
     ("float-1e308", STAGING.replace(b"first: 8000", b"first: 1.0e+308"), "site.vm_ids.first", "out of range"),
     ("int-beyond-json", STAGING.replace(b"first: 8000", b"first: 99999999999999999999"), "site.vm_ids.first", "out of range"),
     ("too-big", STAGING + b"#" * (load.MAX_FILE_BYTES + 1), "Pulumi.staging.yaml", "over the limit of 4,194,304"),
-    ("truncated", STAGING[: len(STAGING) // 2], "Pulumi.staging.yaml:63", "fix the YAML syntax"),
-    ("duplicate-key", STAGING + b"  hypha-infra:tls: {}\n", "Pulumi.staging.yaml:95", "lines 47 and 95"),
+    ("truncated", STAGING[: len(STAGING) // 2], f"Pulumi.staging.yaml:{HALF_LINE}", "fix the YAML syntax"),
+    ("duplicate-key", STAGING + b"  hypha-infra:tls: {}\n", f"Pulumi.staging.yaml:{APPENDED_LINE}", f"lines {TLS_LINE} and {APPENDED_LINE}"),
     # One spelling per section (4): both spellings, and a foreign project prefix.
-    ("both-spellings", STAGING + b"  access:\n    admins: [alice]\n", "Pulumi.staging.yaml:95", "as `hypha-infra:access` on line 36 and as `access` on line 95"),
-    ("misspelt-project-prefix", STAGING.replace(b"hypha-infra:backup:", b"hypha-infa:backup:"), "Pulumi.staging.yaml:50", "write `hypha-infra:backup`"),
+    ("both-spellings", STAGING + b"  access:\n    admins: [alice]\n", f"Pulumi.staging.yaml:{APPENDED_LINE}", f"as `hypha-infra:access` on line {ACCESS_LINE} and as `access` on line {APPENDED_LINE}"),
+    ("misspelt-project-prefix", STAGING.replace(b"hypha-infra:backup:", b"hypha-infa:backup:"), f"Pulumi.staging.yaml:{BACKUP_LINE}", "write `hypha-infra:backup`"),
 ]
 
 
@@ -206,7 +217,7 @@ def test_a_section_in_both_spellings_is_refused_by_the_program_though_the_engine
     root = project(tmp_path, STAGING + b"  access:\n    admins: [alice]\n")
     monkeypatch.setattr(components.config, "ROOT", root)
     exc = program_refusal("staging", read_stack_config("staging"))
-    assert [p.path for p in exc.problems] == ["Pulumi.staging.yaml:95"] and "line 36" in exc.problems[0].message
+    assert [p.path for p in exc.problems] == [f"Pulumi.staging.yaml:{APPENDED_LINE}"] and f"line {ACCESS_LINE}" in exc.problems[0].message
 
 
 def test_the_committed_files_pass_the_spelling_check():

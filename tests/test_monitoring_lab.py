@@ -10,6 +10,7 @@ import time
 import urllib.parse
 from dataclasses import dataclass
 
+import bcrypt
 import paramiko
 import pytest
 
@@ -28,6 +29,7 @@ HOSTS = ("gw", "app", "mon")  # lab_stack gives the last one the monitoring role
 SERVICE_PORT = 8080
 # Short, so a stopped exporter shows within seconds; the production default is 30s.
 SCRAPE_INTERVAL = "2s"
+ALICE_PASSWORD = "lab admin password"
 # Run with this machine's Python inside a lab namespace: prints the body, fails on an error or a timeout.
 FETCH = "import sys, urllib.request; print(urllib.request.urlopen(sys.argv[1], timeout=float(sys.argv[2])).read().decode())"
 
@@ -75,6 +77,9 @@ def _monitoring_lab_stack() -> LabStack:
         "matrix": {"url": "http://127.0.0.1:9/matrix-webhook"},
     }
     ls.stack = build_stack(raw, "prod")
+    # Alertmanager's guard asks for logins: alice's (an admin) from the secret monitoringUiPasswordHashes.
+    hashes = json.dumps({"alice": bcrypt.hashpw(ALICE_PASSWORD.encode(), bcrypt.gensalt(4)).decode()})
+    ls.late.update(mr.login_late_values(ls.stack, hashes))
     return ls
 
 
@@ -176,11 +181,44 @@ def test_the_uis_answer_where_vpn_members_arrive_and_not_elsewhere_on_the_lan(mo
     """ui: vpn. The gateway masquerades VPN members to its LAN address: that is the one source let in."""
     assert mon.get("/api/v1/status/buildinfo")["status"] == "success"
     am = f"http://{mon.stack.hosts['mon'].lan_ip}:{ALERTMANAGER_PORT}/-/healthy"
-    assert mon.fetch(am).returncode == 0
+    # Alertmanager's guard answers, asking for a login.
+    assert mon.lab.netns_exec("gw", [sys.executable, "-c", CALL, am, "", "GET", ""]).stdout.split()[0] == "401"
     for url in (mon.prometheus() + "/-/healthy", am):
         refused = mon.fetch(url, via="app", timeout=3, check=False)
         assert refused.returncode != 0, f"{url} answered another LAN host"
         assert "timed out" in refused.stderr, refused.stderr  # dropped by the firewall, not refused by a daemon
+
+
+# Asks with an optional basic login and method from a lab namespace; prints the status and the body.
+CALL = (
+    "import base64, sys, urllib.request, urllib.error\n"
+    "url, login, method, body = sys.argv[1:5]\n"
+    "h = {'Content-Type': 'application/json'}\n"
+    "if login: h['Authorization'] = 'Basic ' + base64.b64encode(login.encode()).decode()\n"
+    "req = urllib.request.Request(url, body.encode() if body else None, h, method=method)\n"
+    "try:\n    r = urllib.request.urlopen(req, timeout=5); print(r.status); print(r.read().decode())\n"
+    "except urllib.error.HTTPError as e:\n    print(e.code)\n"
+)
+
+
+def test_alertmanager_asks_for_a_login_shows_no_webhook_and_lets_an_admin_silence(mon):
+    am = f"http://{mon.stack.hosts['mon'].lan_ip}:{ALERTMANAGER_PORT}"
+
+    def call(path: str, login: str = "", method: str = "GET", body: str = "") -> list[str]:
+        out = mon.lab.netns_exec("gw", [sys.executable, "-c", CALL, am + path, login, method, body]).stdout
+        return out.split("\n", 1)
+
+    assert call("/api/v2/status")[0] == "401"
+    status, body = call("/api/v2/status", f"alice:{ALICE_PASSWORD}")
+    assert status == "200" and "matrix-webhook" not in body and mr.RELAY_PATH in body
+    silence = json.dumps({"matchers": [{"name": "alertname", "value": "LabTest", "isRegex": False}],
+                          "startsAt": "2020-01-01T00:00:00Z", "endsAt": "2099-01-01T00:00:00Z",
+                          "createdBy": "alice", "comment": "lab"})
+    assert call("/api/v2/silences", "alice:wrong", "POST", silence)[0] == "401"
+    assert call("/api/v2/silences", f"alice:{ALICE_PASSWORD}", "POST", silence)[0] == "200"
+    # Prometheus' own pushes arrive through the same guard.
+    alertmanagers = mon.get("/api/v1/alertmanagers")["data"]["activeAlertmanagers"]
+    assert alertmanagers and not mon.get("/api/v1/alertmanagers")["data"]["droppedAlertmanagers"]
 
 
 def test_a_second_converge_of_the_monitoring_host_changes_and_restarts_nothing(mon):

@@ -52,11 +52,10 @@ def _need(tool: str, package: str) -> str:
 def late_values(stack, matrix_url: str = SINK) -> dict[str, str]:
     """The values components/monitoring.py would make from these secrets."""
     return {
-        mr.LATE_SMTP_PASSWORD: mr.yaml_scalar("smtp-secret"),
-        mr.LATE_MATRIX_URL: mr.yaml_scalar(matrix_url),
+        mr.LATE_SMTP_PASSWORD: "smtp-secret",
+        mr.LATE_MATRIX_URL: mr.nginx_string(matrix_url, "matrix url"),
         mr.LATE_PVE_TOKEN: mr.yaml_scalar("pve-token-secret"),
-        mr.LATE_WEB_USERS: mr.web_users(stack, HASHES),
-        mr.LATE_SCRAPE_PASSWORD: mr.scrape_password(HASHES),
+        **mr.login_late_values(stack, HASHES),
     }
 
 
@@ -398,9 +397,13 @@ def test_critical_alerts_page_by_mail_and_matrix_and_the_rest_go_to_the_chat_roo
     config = yaml.safe_load(path.read_text())
     receivers = {r["name"]: r for r in config["receivers"]}
     assert receivers["page"]["email_configs"][0]["to"] == "infra@hypha.coop"
-    assert receivers["page"]["webhook_configs"][0]["url"] == SINK
-    assert "email_configs" not in receivers["chat"] and receivers["chat"]["webhook_configs"][0]["url"] == SINK
-    assert config["global"]["smtp_auth_password"] == "smtp-secret"
+    # The room through the guard's relay, which holds its real URL; the SMTP password in a file.
+    relay = f"http://{mr.RELAY_LISTEN}{mr.RELAY_PATH}"
+    assert receivers["page"]["webhook_configs"][0]["url"] == relay
+    assert "email_configs" not in receivers["chat"] and receivers["chat"]["webhook_configs"][0]["url"] == relay
+    assert config["global"]["smtp_auth_password_file"] == str(files[mr.SMTP_PASSWORD_FILE])
+    assert files[mr.SMTP_PASSWORD_FILE].read_text() == "smtp-secret"
+    assert "smtp-secret" not in path.read_text() and SINK not in path.read_text()
     assert config["route"]["group_by"] == ["alertname", "host"]
 
 
@@ -438,6 +441,9 @@ def test_an_instance_that_is_down_does_not_also_page_for_its_probes(tmp_path):
     del cfg["monitoring"]["email"]  # nothing may try a real mail server
     stack = build_stack(cfg, "prod")
     files = write_tree(stack, tmp_path, late_values(stack, url))
+    # The relay in front of the room is the guard's (test_alertmanager_guard.py); here the room itself.
+    am_config = files[mr.ALERTMANAGER_CONFIG]
+    am_config.write_text(am_config.read_text().replace(f"http://{mr.RELAY_LISTEN}{mr.RELAY_PATH}", url))
     port = _free_port()
     am = subprocess.Popen(
         [_need("prometheus-alertmanager", "prometheus-alertmanager"), f"--config.file={files[mr.ALERTMANAGER_CONFIG]}",
@@ -521,7 +527,10 @@ def test_ui_vpn_opens_both_uis_to_the_gateway_which_is_where_vpn_members_arrive(
     files = monitoring_files(m)
     assert mr.WEB_CONFIG not in files and "--web.config.file" not in files["/etc/default/prometheus"]
     assert f"--web.external-url=http://{m.hosts['monitor1'].lan_ip}:9090/" in files["/etc/default/prometheus"]
-    assert f"--web.listen-address={m.hosts['monitor1'].lan_ip}:9093" in files["/etc/default/prometheus-alertmanager"]
+    # Alertmanager's LAN port is its guard's (a login, and rights per login); Alertmanager on loopback.
+    assert f"--web.listen-address=127.0.0.1:9093" in files["/etc/default/prometheus-alertmanager"]
+    guard = next(f for f in host_plan(m, "monitor1").files if f.path == mr.GUARD_SITE).content
+    assert f"listen {m.hosts['monitor1'].lan_ip}:9093;" in guard
 
 
 def test_ui_proxy_publishes_both_uis_to_the_proxy_only_behind_the_members_login(tmp_path):
@@ -537,8 +546,8 @@ def test_ui_proxy_publishes_both_uis_to_the_proxy_only_behind_the_members_login(
     # Who logs in to prod (access lists) and has a hash; carol's hash is ignored, she has no login here.
     assert set(users) == {"alice", "bob", "prometheus"}
     assert bcrypt.checkpw(mr.scrape_password(HASHES).encode(), users["prometheus"].encode())
-    for unit in ("/etc/default/prometheus", "/etc/default/prometheus-alertmanager"):
-        assert f"--web.config.file={mr.WEB_CONFIG}" in args[unit]
+    assert f"--web.config.file={mr.WEB_CONFIG}" in args["/etc/default/prometheus"]
+    assert f"--web.config.file={mr.ALERTMANAGER_WEB_CONFIG}" in args["/etc/default/prometheus-alertmanager"]
     assert "--web.external-url=https://monitor.hypha.coop/" in args["/etc/default/prometheus"]
     assert "--web.external-url=https://alerts.hypha.coop/" in args["/etc/default/prometheus-alertmanager"]
     config = yaml.safe_load(files[mr.PROMETHEUS_CONFIG].read_text())
@@ -624,19 +633,23 @@ def test_bad_monitoring_config_is_refused_with_its_key_path_and_fix(change, expe
 
 
 def test_the_monitoring_host_gets_its_secrets_only_as_late_values():
-    assert [n for n in late_names(converge_script(model("prod"), "monitor1")) if n.startswith("monitoring/")] == [
-        mr.LATE_MATRIX_URL, mr.LATE_PVE_TOKEN, mr.LATE_SCRAPE_PASSWORD, mr.LATE_SMTP_PASSWORD, mr.LATE_WEB_USERS,
-    ]
-    assert [n for n in late_names(converge_script(model("staging"), "monitor1")) if n.startswith("monitoring/")] == [mr.LATE_MATRIX_URL]
+    guard = [mr.LATE_ALERTMANAGER_USERS, mr.LATE_GUARD_USERS, mr.LATE_INTERNAL_AUTH]
+    assert [n for n in late_names(converge_script(model("prod"), "monitor1")) if n.startswith("monitoring/")] == sorted([
+        mr.LATE_MATRIX_URL, mr.LATE_PVE_TOKEN, mr.LATE_SCRAPE_PASSWORD, mr.LATE_SMTP_PASSWORD, mr.LATE_WEB_USERS, *guard,
+    ])
+    # Staging's Alertmanager is behind the guard too: logins, so the UI hashes, even with `ui: vpn`.
+    assert [n for n in late_names(converge_script(model("staging"), "monitor1")) if n.startswith("monitoring/")] == sorted(
+        [mr.LATE_MATRIX_URL, mr.LATE_SCRAPE_PASSWORD, *guard]
+    )
     r = run("prod")
     (cmd,) = [c for c in r.of_type("command:remote:Command") if c.name == "monitor1-converge"]
     assert "stdin" in cmd.secret_inputs
 
 
 def test_a_stack_asks_only_for_the_monitoring_secrets_its_config_uses():
-    unused = {f"{PROJECT}:{k}" for k in ("pveExporterToken", "alertSmtpPassword", "monitoringUiPasswordHashes")}
+    unused = {f"{PROJECT}:{k}" for k in ("pveExporterToken", "alertSmtpPassword")}
     secrets = {k: v for k, v in OFFLINE_SECRETS.items() if k not in unused}
-    run_stack("staging", secrets=secrets)  # no pve token, SMTP password or UI logins: staging uses none
+    run_stack("staging", secrets=secrets)  # no pve token or SMTP password: staging uses neither
     with pytest.raises(Exception, match="pveExporterToken"):
         run_stack("prod", secrets=secrets)
 
@@ -658,7 +671,7 @@ def test_the_converge_checks_every_monitoring_config_with_its_daemons_checker(tm
     values = late_values(m)
     checked = {}
     for i, f in enumerate(host_plan(m, "monitor1").files):
-        if not f.path.startswith("/etc/prometheus/") or f.path in (mr.SCRAPE_PASSWORD_FILE, mr.PVE_CONFIG):
+        if not f.path.startswith("/etc/prometheus/") or f.path in (mr.SCRAPE_PASSWORD_FILE, mr.PVE_CONFIG, mr.SMTP_PASSWORD_FILE):
             continue
         assert f.check, f"{f.path} goes live unchecked"
         good = tmp_path / f"f{i}"
@@ -675,7 +688,7 @@ def test_the_converge_checks_every_monitoring_config_with_its_daemons_checker(tm
         assert run_check(bad).returncode != 0, f"{f.path}: the {f.check} checker let a broken file through"
         checked[f.path] = f.check
     expected = {mr.PROMETHEUS_CONFIG: "promtool-config", mr.RULES_FILE: "promtool-rules", mr.ALERTMANAGER_CONFIG: "amtool",
-                mr.BLACKBOX_CONFIG: "blackbox"}
+                mr.BLACKBOX_CONFIG: "blackbox", mr.ALERTMANAGER_WEB_CONFIG: "promtool-web"}
     if m.monitoring.ui == "proxy":
         expected[mr.WEB_CONFIG] = "promtool-web"
     assert checked == expected

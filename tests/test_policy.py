@@ -347,6 +347,45 @@ def test_staging_vms_have_no_public_address_or_bridge():
 
 
 # ---------------------------------------------------------------------------------------------------
+# the datacenter firewall
+
+CLUSTER_FIREWALL = "proxmoxve:cluster/firewallLegacy:FirewallLegacy"
+FW_RULES = "proxmoxve:firewall/rulesLegacy:RulesLegacy"
+
+
+def _cluster_rules(run: Run) -> Registered:
+    fw = next(r for r in run.resources if r.type == CLUSTER_FIREWALL)
+    return next(r for r in run.resources if r.type == FW_RULES and r.parent == fw.parent)
+
+
+def test_vm_firewalls_need_the_datacenter_firewall_on():
+    assert passes(fresh("prod"), "vm-firewalls-take-effect")
+    assert passes(fresh("staging"), "vm-firewalls-take-effect")
+    run = fresh("prod")
+    run.resources = [r for r in run.resources if r.type != CLUSTER_FIREWALL]
+    (message,) = messages(run, "vm-firewalls-take-effect")
+    assert "no proxmoxve:cluster/firewallLegacy:FirewallLegacy is registered with enabled: true" in message
+    run = fresh("staging")
+    next(r for r in run.resources if r.type == CLUSTER_FIREWALL).inputs["enabled"] = False
+    assert len(messages(run, "vm-firewalls-take-effect")) == 1
+
+
+def test_the_datacenter_firewall_must_not_shut_out_the_deployment_server():
+    run = fresh("prod")
+    rules = _cluster_rules(run)
+    rules.inputs["rules"] = [r for r in rules.inputs["rules"] if r["source"] != "203.0.113.50/32" or r["dport"] != "22"]
+    assert messages(run, "vm-firewalls-take-effect") == [
+        "the datacenter firewall would lock this stack's deployment server 203.0.113.50 out of the nodes' SSH "
+        "(tcp 22); add it to proxmox.firewall.management"
+    ]
+    # A disabled rule admits nothing either.
+    run = fresh("prod")
+    for r in _cluster_rules(run).inputs["rules"]:
+        r["enabled"] = False
+    assert len(messages(run, "vm-firewalls-take-effect")) == 2
+
+
+# ---------------------------------------------------------------------------------------------------
 # capacity and ids
 
 
@@ -505,7 +544,7 @@ def test_the_pack_serves_its_policies_as_the_engine_starts_it():
             info = analyzer_pb2_grpc.AnalyzerStub(channel).GetAnalyzerInfo(empty_pb2.Empty(), timeout=10)
         assert info.name == "hypha-infra"
         assert [p.name for p in info.policies] == [p.name for p in POLICIES]
-        assert len(info.policies) == 11
+        assert len(info.policies) == len(POLICIES) == 12
     finally:
         proc.kill()
         proc.wait(timeout=10)

@@ -13,6 +13,7 @@ import pytest
 from ops.mockrun import plain, run_stack
 from spec import backup, derive
 from tests.program_runs import (
+    CLUSTER_FIREWALL,
     FW_OPTIONS,
     FW_RULES,
     GATEWAY,
@@ -43,9 +44,10 @@ def test_every_host_has_a_vm_a_snippet_and_a_firewall_parented_to_its_component(
         for type_ in (VM, SNIPPET, FW_OPTIONS, FW_RULES):
             res = child(r, host, type_)
             assert res.parent == component(r, host).urn
-    # Nothing of these types exists outside a host component.
-    for type_ in (VM, SNIPPET, FW_OPTIONS, FW_RULES):
+    # Nothing of these types exists outside a host component, but the datacenter's own rule list.
+    for type_ in (VM, SNIPPET, FW_OPTIONS):
         assert len(r.of_type(type_)) == len(hosts)
+    assert len(r.of_type(FW_RULES)) == len(hosts) + 1
 
 
 @pytest.mark.parametrize("stack", STACKS)
@@ -260,6 +262,32 @@ def test_firewall_drops_inbound_and_allows_ssh_only_from_the_gateway(stack):
             assert [rule["source"] for rule in ssh] == [f"{m.hosts[h].lan_ip}/32" for h in [gw, *clients]]
         # A firewall rule needs the VM to exist first.
         assert child(r, host, VM).urn in child(r, host, FW_RULES).dependencies
+
+
+@pytest.mark.parametrize("stack", STACKS)
+def test_the_datacenter_firewall_is_registered_enabled_and_admits_only_management(stack):
+    m, r = model(stack), run(stack)
+    (fw,) = r.of_type(CLUSTER_FIREWALL)
+    assert fw.parent == next(x for x in r.resources if x.type == "hypha:infra:ClusterFirewall").urn
+    assert fw.inputs["enabled"] is True and fw.inputs["inputPolicy"] == "DROP"
+    (rules,) = [x for x in r.of_type(FW_RULES) if x.parent == fw.parent]
+    assert "nodeName" not in rules.inputs and "vmId" not in rules.inputs  # the cluster-level list
+    admitted = {(rule["dport"], rule["source"]) for rule in rules.inputs["rules"]}
+    assert all(rule["type"] == "in" and rule["action"] == "ACCEPT" for rule in rules.inputs["rules"])
+    assert {("8006", f"{m.access.deploy.source}/32"), ("22", f"{m.access.deploy.source}/32")} <= admitted
+    assert ("22", "10.0.1.18/32") not in admitted and ("8006", "10.0.1.18/32") in admitted  # pve-exporter: API only
+
+
+def test_both_stacks_declare_the_same_datacenter_firewall():
+    """One firewall for the node: a stack that differs would undo the other's rules on every `up`."""
+    def declared(stack):
+        r = run(stack)
+        fw = r.of_type(CLUSTER_FIREWALL)[0]
+        rules = [x for x in r.of_type(FW_RULES) if x.parent == fw.parent]
+        return fw.inputs, [x.inputs for x in rules]
+
+    assert declared("prod") == declared("staging")
+    assert raw("prod")["proxmox"]["firewall"] == raw("staging")["proxmox"]["firewall"]
 
 
 def test_service_ports_come_from_the_catalog():

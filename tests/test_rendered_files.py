@@ -125,3 +125,59 @@ def test_a_dropin_sorting_after_cloud_init_would_lose(tmp_path):
     _, content = _dropin("prod")
     main = _sshd_config(tmp_path, {"60-late.conf": content, "50-cloud-init.conf": "PasswordAuthentication yes\n"})
     assert _effective(main)["passwordauthentication"] == "yes"
+
+
+@pytest.mark.parametrize("stack", STACKS)
+def test_the_bastion_forwards_only_to_lan_hosts_ssh_and_shows_no_debian_patch_level(tmp_path, stack):
+    from render.host import jump_targets
+    from tests.program_runs import model
+
+    name, content = _dropin(stack)
+    effective = _effective(_sshd_config(tmp_path, {name: content}))
+    assert effective["allowtcpforwarding"] == "local"  # no -R
+    # -D and -L open direct-tcpip channels too: they reach each LAN host's SSH and nothing else.
+    assert sorted(effective["permitopen"].split()) == sorted(jump_targets(model(stack)))
+    assert all(t.endswith(":22") for t in effective["permitopen"].split())
+    assert effective["permitlisten"] == "none"
+
+
+def test_hosts_behind_the_bastion_forward_nothing(tmp_path):
+    name, content = _dropin("staging", "bw1")
+    effective = _effective(_sshd_config(tmp_path, {name: content}))
+    assert effective["allowtcpforwarding"] == "no"
+
+
+def _banner(main: Path) -> str:
+    """The version line a real sshd with this config sends, on a free loopback port."""
+    import socket
+    import time
+
+    from ops.lab import stop_process
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    sshd = subprocess.Popen([_tool(SSHD, "openssh-server"), "-D", "-e", "-f", str(main), "-o", f"ListenAddress=127.0.0.1:{port}"],
+                            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=5) as c:
+                    return c.makefile("rb").readline().decode().strip()
+            except ConnectionRefusedError:
+                if time.monotonic() > deadline or sshd.poll() is not None:
+                    raise
+                time.sleep(0.1)
+    finally:
+        stop_process(sshd)
+
+
+def test_the_ssh_banner_shows_no_debian_patch_level(tmp_path):
+    name, content = _dropin("prod")
+    banner = _banner(_sshd_config(tmp_path, {name: content}))
+    assert banner.startswith("SSH-2.0-OpenSSH_") and "Debian" not in banner, banner
+    # Without the line, Debian's sshd names its package revision: the check above can fail.
+    plain = tmp_path / "plain"
+    plain.mkdir()
+    assert "Debian" in _banner(_sshd_config(plain, {name: content.replace("DebianBanner no", "")}))

@@ -340,6 +340,39 @@ def test_the_upstream_sees_the_clients_address_not_a_forwarded_for_the_client_ma
     assert CLIENT_XFF not in json.dumps(headers)
 
 
+# Headers a client can send that say where a request came from or what it asked for: none may
+# reach an upstream as the client wrote it (the finding of issue 13, and their usual cousins).
+CLIENT_FORWARDING_HEADERS = (
+    "Forwarded", "Client-IP", "True-Client-IP", "X-Client-IP", "X-Forwarded-Port", "X-Forwarded-Prefix",
+    "X-Forwarded-Server", "X-Forwarded-Host", "X-Original-URL", "X-Rewrite-URL", "X-Cluster-Client-IP",
+    "X-Original-Forwarded-For", "X-Forwarded-Scheme", "X-Forwarded-Ssl", "X-Host", "X-Original-Host",
+    "X-HTTP-Method-Override", "CF-Connecting-IP", "X_Forwarded_For",
+)
+
+
+def test_forwarding_headers_a_client_makes_up_never_reach_the_upstream(web):
+    marker = "203.0.113.66-made-up"
+    resp = _https(web, DOMAIN, "/", headers={h: marker for h in CLIENT_FORWARDING_HEADERS})
+    assert resp.status == 200
+    headers = resp.json()["headers"]
+    assert marker not in json.dumps(headers), {k: v for k, v in headers.items() if marker in v}
+    assert headers["x-forwarded-host"] == DOMAIN  # the one of these the proxy sets itself
+
+
+def test_an_h2c_upgrade_is_refused_before_the_upstream(web):
+    resp = _https(web, DOMAIN, "/", headers={"Upgrade": "h2c", "Connection": "Upgrade, HTTP2-Settings",
+                                             "HTTP2-Settings": "AAMAAABkAARAAAAAAAIAAAAA"})
+    assert resp.status == 400
+    assert _https(web, DOMAIN, "/", headers={"Upgrade": "websocket, H2C"}).status == 400
+    assert _https(web, DOMAIN, "/").status == 200
+
+
+def test_plain_http_for_a_name_the_proxy_does_not_serve_gets_no_redirect(web):
+    for host in ("attacker.example", "203.0.113.11"):
+        with pytest.raises((http.client.RemoteDisconnected, ConnectionResetError)):
+            _http(web, host, "/phish")
+
+
 def test_plain_http_redirects_permanently_to_https(web):
     for name in (DOMAIN, f"www.{DOMAIN}", f"loomio.{DOMAIN}", f"link.{DOMAIN}"):
         resp = _http(web, name, "/a/b?c=d")
