@@ -41,6 +41,7 @@ from urllib.parse import urlsplit
 
 from spec.errors import ConfigError, Problem
 
+from .quote import nginx_quote  # the one nginx string writer (render/quote.py)
 from .templates import render
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -359,19 +360,6 @@ def resolve(links: list[Link], source: str = SOURCE) -> dict[str, str]:
             end = by_keyword[end.alias_of]
         final[link.keyword] = end.destination
     return final
-
-
-def nginx_quote(value: str) -> str:
-    """`value` as one double-quoted nginx string that means exactly `value`.
-
-    `"` and `\\` are escaped; `$` (nginx expands variables in quoted strings and has no escape for
-    `$`) and control characters (a newline would end the Location header) are refused.
-    """
-    if "$" in value:
-        raise ValueError(f"{value!r}: nginx cannot hold a literal '$' in a string; write it as %24")
-    if any(ord(c) < 0x20 or ord(c) == 0x7F for c in value):
-        raise ValueError(f"{value!r}: control characters cannot go into nginx config")
-    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
 def render_map(links: list[Link], source: str = SOURCE) -> str:
