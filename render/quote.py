@@ -25,15 +25,24 @@ import yaml
 class QuoteError(ValueError):
     """A value its target format cannot hold; the message names the format and a short prefix."""
 
+    value: str = ""
+    """The whole value the writer was given."""
+
 
 def _show(value: str) -> str:
     return repr(value if len(value) <= 60 else value[:60] + "…")
 
 
+def _refuse(value: str, why: str) -> QuoteError:
+    exc = QuoteError(f"{_show(value)}: {why}")
+    exc.value = value
+    return exc
+
+
 def _no_controls(value: str, where: str, allow: str = "") -> str:
     bad = [c for c in value if (ord(c) < 0x20 or ord(c) == 0x7F) and c not in allow]
     if bad:
-        raise QuoteError(f"{_show(value)}: control character {bad[0]!r} cannot go into {where}")
+        raise _refuse(value, f"control character {bad[0]!r} cannot go into {where}")
     return value
 
 
@@ -55,7 +64,7 @@ def sh(value) -> str:
     """
     text = str(value)
     if "\x00" in text:
-        raise QuoteError(f"{_show(text)}: a NUL byte cannot go into a shell word")
+        raise _refuse(text, "a NUL byte cannot go into a shell word")
     return shlex.quote(text)
 
 
@@ -113,14 +122,14 @@ def systemd_value(value) -> str:
     """
     text = _no_controls(str(value), "a systemd unit setting", allow="\t")
     if text.endswith("\\"):
-        raise QuoteError(f"{_show(text)}: a trailing backslash continues a systemd setting onto the next line")
+        raise _refuse(text, "a trailing backslash continues a systemd setting onto the next line")
     return text.replace("%", "%%")
 
 
 def systemd_env(value, name: str) -> str:
     """One Environment= assignment NAME=value (systemd quoting and C escapes; `%` escaped)."""
     if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
-        raise QuoteError(f"{_show(name)}: not an environment variable name")
+        raise _refuse(name, "not an environment variable name")
     text = _no_controls(str(value), "an Environment= value", allow="\n\r\t").replace("%", "%%")
     pair = f"{name}={text}"
     return pair if _SYSTEMD_PLAIN.fullmatch(pair) else _systemd_quoted(pair)
@@ -138,7 +147,7 @@ def nginx_quote(value: str) -> str:
     `$`) and control characters (a newline would end the Location header) are refused.
     """
     if "$" in value:
-        raise QuoteError(f"{_show(value)}: nginx cannot hold a literal '$' in a string; write it as %24")
+        raise _refuse(value, "nginx cannot hold a literal '$' in a string; write it as %24")
     _no_controls(value, "nginx config")
     return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
@@ -167,13 +176,13 @@ def authorized_keys_option(name: str, value=None) -> str:
     a line ends the entry: so `"` is escaped, a newline or NUL refused.
     """
     if not _OPTION_NAME.fullmatch(name):
-        raise QuoteError(f"{_show(name)}: not an authorized_keys option name")
+        raise _refuse(name, "not an authorized_keys option name")
     if value is None:
         return name
     text = _no_controls(str(value), "an authorized_keys option", allow="\t")
     if text.endswith("\\"):
         # `\"` at the end would escape the closing quote.
-        raise QuoteError(f"{_show(text)}: an authorized_keys option value cannot end in a backslash")
+        raise _refuse(text, "an authorized_keys option value cannot end in a backslash")
     return f'{name}="' + text.replace('"', '\\"') + '"'
 
 
@@ -185,7 +194,7 @@ def public_key(value) -> str:
     """An OpenSSH public key line `type base64 [comment]`, one line (anything else is refused)."""
     text = str(value)
     if not (_PUBLIC_KEY.fullmatch(text) or _LATE.fullmatch(text)):
-        raise QuoteError(f"{_show(text)}: not one OpenSSH public key line (type, base64, optional comment)")
+        raise _refuse(text, "not one OpenSSH public key line (type, base64, optional comment)")
     return text
 
 
@@ -211,11 +220,34 @@ def known_hosts_line(host, port: int, key) -> str:
         ipaddress.ip_address(text)
     except ValueError:
         if not _KNOWN_HOST.fullmatch(text):
-            raise QuoteError(f"{_show(text)}: a known_hosts line needs a plain host name or address") from None
+            raise _refuse(text, "a known_hosts line needs a plain host name or address") from None
     if isinstance(port, bool) or not isinstance(port, int) or not 0 < port < 65536:
-        raise QuoteError(f"{port!r}: not a TCP port")
+        raise _refuse(repr(port), "not a TCP port")
     where = text if port == 22 else f"[{text}]:{port}"
     return f"{where} {public_key(key)}"
+
+
+# --- borgmatic ------------------------------------------------------------------------------------
+
+# borgmatic 1.7 expands ${NAME}, ${NAME-default} and ${NAME:-default} in every config string and
+# reads a backslash right before one as "literal" (borgmatic/config/environment.py, 1.7.7).
+_BORGMATIC_VARIABLE = re.compile(r"\\?\$\{[A-Za-z0-9_]+(?::?-[^}]+)?\}")
+
+
+def borgmatic_str(value) -> str:
+    """A string in a borgmatic config that borgmatic reads back as itself: every `${...}` it would
+    expand gets the escaping backslash (one more before an already escaped one), then JSON quoting."""
+    text = _BORGMATIC_VARIABLE.sub(lambda m: "\\" + m.group(0), str(value))
+    return json.dumps(text, ensure_ascii=False)
+
+
+def borgmatic_word(value) -> str:
+    """A value borgmatic 1.7 pastes unquoted into a shell command (a database name: hooks/postgresql.py
+    runs pg_dump with shell=True, the name and its dump path as bare words): a plain word or refused."""
+    text = str(value)
+    if not text or sh(text) != text:
+        raise _refuse(text, "borgmatic pastes this into a shell command unquoted; only a plain word can go there")
+    return borgmatic_str(text)
 
 
 # --- YAML -----------------------------------------------------------------------------------------

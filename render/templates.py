@@ -34,6 +34,8 @@ def environment() -> jinja2.Environment:
     env.filters["systemd_env"] = quote.systemd_env
     env.filters["nginx_str"] = quote.nginx_str
     env.filters["yaml_value"] = quote.yaml_value
+    env.filters["borgmatic_str"] = quote.borgmatic_str
+    env.filters["borgmatic_word"] = quote.borgmatic_word
     # 76-column lines, as base64(1) writes and reads them.
     env.filters["b64"] = lambda text: base64.encodebytes(text.encode()).decode().rstrip("\n")
     # One line, for the pieces of a file with late values (converge.sh.j2 decodes line by line).

@@ -242,3 +242,21 @@ def test_nginx_strings_are_quoted_or_refused():
     for bad in ("$host", "a\nb"):
         with pytest.raises(quote.QuoteError):
             quote.nginx_str(bad)
+
+
+@pytest.mark.parametrize("value", ["/srv/${IFS}x", "/srv/\\${HOME}", "${A:-b}${C-d}", "/srv/$(touch x)", "plain"])
+def test_borgmatic_reads_a_string_back_as_itself_not_as_an_environment_variable(value):
+    """borgmatic's own resolver (Debian's borgmatic 1.7, run by the system python3) on the written scalar."""
+    code = (
+        "import sys, yaml; from borgmatic.config.environment import resolve_env_variables as r; "
+        "sys.stdout.write(r(yaml.safe_load(sys.stdin.read())))"
+    )
+    out = subprocess.run(["/usr/bin/python3", "-c", code], input=quote.borgmatic_str(value), capture_output=True,
+                         text=True, timeout=30, env={"PATH": "/usr/bin:/bin", "HOME": "/root"})
+    assert out.returncode == 0 and out.stdout == value, out.stderr
+
+
+def test_a_database_name_borgmatic_would_paste_into_its_shell_is_refused():
+    assert quote.borgmatic_word("loomio_production") == '"loomio_production"'
+    with pytest.raises(quote.QuoteError):
+        quote.borgmatic_word("db;touch x")
