@@ -163,6 +163,20 @@ def nginx_str(value) -> str:
     return nginx_quote(text)
 
 
+# --- sshd_config --------------------------------------------------------------------------------
+
+_SSHD_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
+
+
+def sshd_name(value) -> str:
+    """One user or group name in an sshd_config list (AllowUsers): in sshd these are patterns
+    (`*`, `?`, `!`, `user@host`) split at whitespace and `#` starts a comment, so only a plain name."""
+    text = str(value)
+    if not _SSHD_NAME.fullmatch(text):
+        raise _refuse(text, "an sshd_config user list takes plain names only (no patterns, spaces or quotes)")
+    return text
+
+
 # --- OpenSSH key files ----------------------------------------------------------------------------
 
 _OPTION_NAME = re.compile(r"[a-z][a-z0-9-]*")

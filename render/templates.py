@@ -33,6 +33,7 @@ def environment() -> jinja2.Environment:
     env.filters["systemd_value"] = quote.systemd_value
     env.filters["systemd_env"] = quote.systemd_env
     env.filters["nginx_str"] = quote.nginx_str
+    env.filters["sshd_name"] = quote.sshd_name
     env.filters["yaml_value"] = quote.yaml_value
     env.filters["borgmatic_str"] = quote.borgmatic_str
     env.filters["borgmatic_word"] = quote.borgmatic_word

@@ -235,6 +235,12 @@ def test_known_hosts_lines_for_a_name_and_a_port(tmp_path):
     assert subprocess.run(["ssh-keygen", "-l", "-f", str(path)], capture_output=True, timeout=30).returncode == 0
 
 
+@pytest.mark.parametrize("name", ["*", "alice bob", "!root", "a@10.0.0.1", "a#b", "a\nMatch all", ""])
+def test_an_sshd_user_list_takes_plain_names_only(name):
+    with pytest.raises(quote.QuoteError):
+        quote.sshd_name(name)
+
+
 def test_nginx_strings_are_quoted_or_refused():
     assert quote.nginx_str("a b;}") == '"a b;}"'
     assert quote.nginx_str('x"\\') == '"x\\"\\\\"'
