@@ -1,4 +1,4 @@
-"""File tier: every value that lands in shell or a systemd unit goes through its format's writer
+"""File tier: every value that lands in shell, a systemd unit, nginx or YAML goes through its format's writer
 (render/quote.py), and each writer keeps a hostile value inert where the real reader reads it.
 
 The lint walks every template's Jinja AST: in a shell-context or unit template, an expression that
@@ -37,10 +37,17 @@ SYSTEMD_TEMPLATES = (
     "base/journald.conf.j2",
     "base/timesyncd.conf.j2",
 )
+NGINX_TEMPLATES = ("reverse_proxy/*.conf.j2",)
+# Prometheus' rules file is PromQL inside YAML, its values constants and catalog host names: not linted.
+YAML_TEMPLATES = ("*.yml.j2", "*.yaml.j2")
+NOT_LINTED = ("monitoring/rules.yml.j2",)
 APPROVED = {
     # b64/b64line: base64 text only ([A-Za-z0-9+/=]) inside a quoted heredoc.
     "sh": {"shquote", "shell_code", "comment", "b64", "b64line"},
     "systemd": {"systemd_arg", "systemd_value", "systemd_env", "comment"},
+    "nginx": {"nginx_str", "comment"},
+    # tojson: JSON is YAML; yaml_value: plain when YAML reads it back as the same string.
+    "yaml": {"tojson", "yaml_value", "borgmatic_str", "borgmatic_word", "comment"},
 }
 # Values pasted bare because their type admits nothing but safe characters. Keep this short.
 ALLOWED = {
@@ -49,14 +56,30 @@ ALLOWED = {
         "piece",  # a late value's name, asserted [a-z0-9][a-z0-9/_.-]* by render.host.late()
     },
     "monitoring/pve-exporter.service.j2": {"port"},  # spec.monitoring.PVE_EXPORTER_PORT, an int constant
+    # Written in Python by render/shortlinks.py with quote.nginx_quote; statuses and the count are ints.
+    "reverse_proxy/shortlinks.conf.j2": {"entry", "host", "redirect_status", "unknown_status", "count", "source"},
+    # Late values, already YAML scalars (render.monitoring.yaml_scalar), or their placeholders;
+    # the scrape jobs are yaml.dump output; probe_alerts is a constant regex of alert names.
+    "monitoring/alertmanager.yml.j2": {"smtp_password", "matrix_url", "probe_alerts"},
+    "monitoring/pve.yml.j2": {"token"},
+    "monitoring/web.yml.j2": {"users"},
+    "monitoring/prometheus.yml.j2": {"jobs"},
+    # Keys from render/backup.py's own constants (spec.backup.DUMP_HOOKS, pg_dump_command).
+    "backup_client/borgmatic.yaml.j2": {"kind", "key"},
 }
 
 
 def context_of(name: str) -> str | None:
+    if name in NOT_LINTED:
+        return None
     if any(fnmatch.fnmatch(name, p) for p in SHELL_TEMPLATES):
         return "sh"
     if any(fnmatch.fnmatch(name, p) for p in SYSTEMD_TEMPLATES):
         return "systemd"
+    if any(fnmatch.fnmatch(name, p) for p in NGINX_TEMPLATES):
+        return "nginx"
+    if any(fnmatch.fnmatch(name, p) for p in YAML_TEMPLATES):
+        return "yaml"
     return None
 
 
@@ -108,10 +131,12 @@ def _templates():
             yield pytest.param(name, id=name)
 
 
-def test_the_lint_covers_the_converge_script_hooks_and_units():
-    names = {p.values[0] for p in _templates()}
+def test_the_lint_covers_the_converge_script_hooks_units_nginx_and_yaml():
+    names = {p.values[0]: context_of(p.values[0]) for p in _templates()}
     assert {"converge.sh.j2", "backup_target/prepare.sh.j2", "backup_client/backup-hook.sh.j2",
-            "backup_client/hypha-backup.service.j2", "backup_target/job.timer.j2"} <= names
+            "backup_client/hypha-backup.service.j2", "backup_target/job.timer.j2", "reverse_proxy/site.conf.j2",
+            "base/user-data.yaml.j2", "backup_client/borgmatic.yaml.j2"} <= set(names)
+    assert names["reverse_proxy/certbot-ca.conf.j2"] == "systemd"
 
 
 @pytest.mark.parametrize("name", list(_templates()))
