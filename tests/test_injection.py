@@ -402,7 +402,9 @@ def test_units_key_files_and_yaml_with_hostile_values_pass_their_checkers(tmp_pa
     r = rounds(stack)[0][index]
     m = build_stack(r.cfg, stack)
     value = late_value(m)
-    calendar_gaps = [p for p in r.pairs if validation_gap(stack, p) == CALENDAR_GAP]
+    # (A value no unit can hold at all never reached one: the writer would have stopped the render.)
+    calendar_gaps = [p for p in r.pairs if validation_gap(stack, p) == CALENDAR_GAP and "\n" not in p.value
+                     and "\r" not in p.value]
     seeds = dict(string_fields(stack))
     units = tmp_path / "units"
     units.mkdir()
