@@ -13,7 +13,8 @@ from spec.model import Stack
 
 from . import hostkeys, metrics
 from .host import HostPlan, ManagedFile, late
-from .templates import TEMPLATES, render
+from . import quote
+from .templates import TEMPLATES, render, render_shell
 
 BORG_USER = spec.BORG_USER
 STATE_DIR = "/var/lib/hypha-backup"
@@ -165,13 +166,13 @@ def backup_client(stack: Stack, host: str, plan: HostPlan) -> None:
     ]
     plan.packages += CLIENT_PACKAGES
     plan.units += [f"{CLIENT_UNIT}.timer"]
-    plan.prepare.append(f"install -d -m 0700 /etc/borgmatic/ssh {CANARY_DIR}")
+    plan.prepare.append(quote.sh_join(["install", "-d", "-m", "0700", "/etc/borgmatic/ssh", CANARY_DIR]))
     plan.finish.append(client_finish_step(stack, host))
 
 
-def client_finish_step(stack: Stack, host: str) -> str:
+def client_finish_step(stack: Stack, host: str) -> quote.Shell:
     """Debian's own borgmatic.timer off (it would prune from the client); the repository made once the target answers."""
-    return render("backup_client/finish.sh.j2", config=BORGMATIC_CONFIG, encryption=ENCRYPTION,
+    return render_shell("backup_client/finish.sh.j2", config=BORGMATIC_CONFIG, encryption=ENCRYPTION,
                   target=spec.target_name(stack), unit=CLIENT_UNIT)
 
 
@@ -182,9 +183,12 @@ def authorized_keys(stack: Stack) -> str:
     """One line per client: only from its LAN address, only `borg serve` append-only on its own repository."""
     lines = ["# Managed by hypha-infra; edits are overwritten. One line per backup client.\n"]
     for c in spec.clients(stack):
-        command = (f"borg serve --append-only --restrict-to-repository {spec.repository(stack, c)} "
-                   f"--storage-quota {spec.quota(stack.backup, c)}")
-        lines.append(f'from="{stack.hosts[c].lan_ip}",command="{command}",restrict {late(f"borg/ssh-pubkey/{c}")}\n')
+        # The command runs through the borg user's shell: the path is a shell word inside the option.
+        command = quote.sh_join(["borg", "serve", "--append-only", "--restrict-to-repository", spec.repository(stack, c),
+                                 "--storage-quota", spec.quota(stack.backup, c)])
+        options = [quote.authorized_keys_option("from", stack.hosts[c].lan_ip),
+                   quote.authorized_keys_option("command", command), "restrict"]
+        lines.append(quote.authorized_keys_line(late(f"borg/ssh-pubkey/{c}"), options) + "\n")
     return "".join(lines)
 
 
@@ -248,11 +252,10 @@ def backup_target(stack: Stack, host: str, plan: HostPlan) -> None:
         plan.files.append(ManagedFile(f"{PASSPHRASE_DIR}/{c}", late(f"borg/passphrase/{c}") + "\n", mode="0600"))
     if b.offsite is not None:
         o = b.offsite
-        known = f"[{o.host}]:{o.port}" if o.port != 22 else o.host
         plan.files += [
             ManagedFile(OFFSITE_KEY, late("borg/offsite/ssh-key"), mode="0600", owner=BORG_USER, group=BORG_USER,
                         check="ssh_private_key"),
-            ManagedFile(OFFSITE_KNOWN_HOSTS, f"{known} {o.host_key}\n"),
+            ManagedFile(OFFSITE_KNOWN_HOSTS, quote.known_hosts_line(o.host, o.port, o.host_key) + "\n"),
         ]
     schedules = {"prune": b.prune_schedule, "offsite": b.offsite.schedule if b.offsite else None,
                  "drill": b.drill_schedule, "metrics": None, "watch": None}
@@ -270,8 +273,8 @@ def backup_target(stack: Stack, host: str, plan: HostPlan) -> None:
         ]
         plan.units.append(f"{unit}.timer")
     plan.packages += TARGET_PACKAGES
-    repos = " ".join(spec.repository(stack, c) for c in clients)
-    plan.prepare.append(render(
+    repos = [spec.repository(stack, c) for c in clients]
+    plan.prepare.append(render_shell(
         "backup_target/prepare.sh.j2", user=BORG_USER, repository_dir=b.repository_dir, repos=repos,
         home=BORG_HOME, state=STATE_DIR, scratch=DRILL_DIR, offsite_dir="/etc/hypha-backup/offsite",
         passphrase_dir=PASSPHRASE_DIR, archive_state=ARCHIVE_STATE_DIR,

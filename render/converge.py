@@ -11,6 +11,7 @@ from spec import derive
 from spec.model import Stack
 
 from .host import PEOPLE_GROUP, HostPlan, host_plan
+from .quote import join_shell
 from .templates import render
 
 WIREGUARD_KEY = "/etc/wireguard/wg0.key"
@@ -31,8 +32,8 @@ def converge_script(stack: Stack, host: str, plan: HostPlan | None = None) -> st
         units=list(dict.fromkeys(plan.units)),
         derive_steps=plan.derive,
         absent=plan.absent,
-        prepare="\n".join(x for x in plan.prepare if x),
-        finish="\n".join(x for x in plan.finish if x),
+        prepare=join_shell(plan.prepare),
+        finish=join_shell(plan.finish),
         wireguard_key=WIREGUARD_KEY if "gateway" in stack.hosts[host].roles else None,
     )
 

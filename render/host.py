@@ -14,6 +14,7 @@ from spec import derive
 from spec.keys import MIN_RSA_BITS
 from spec.model import Stack
 
+from . import quote
 from .templates import render
 
 HEADER = "managed by hypha-infra"
@@ -81,6 +82,7 @@ class DeriveStep:
 
     description: str
     command: str
+    """Shell code, a render.quote.Shell (the converge template pastes it as code)."""
     unit: str
 
 
@@ -124,10 +126,10 @@ def deploy_key_line(stack: Stack, host: str) -> str:
     `restrict` turns off forwarding, pty and agent; the gateway re-allows port forwarding because
     jumping through it (ssh -J, Pulumi's proxy connection) is a direct-tcpip forward.
     """
-    options = [f'from="{derive.deploy_key_source(stack, host)}"', "restrict"]
+    options = [quote.authorized_keys_option("from", derive.deploy_key_source(stack, host)), "restrict"]
     if host == derive.gateway_name(stack):
         options.append("port-forwarding")
-    return f"{','.join(options)} {stack.access.deploy.public_key}"
+    return quote.authorized_keys_line(stack.access.deploy.public_key, options)
 
 
 def jump_targets(stack: Stack) -> list[str]:
@@ -168,7 +170,7 @@ def access_files(stack: Stack, host: str) -> list[ManagedFile]:
         ),
     ]
     for a in people:
-        keys = "".join(f"{k}\n" for k in stack.people[a.name].keys)
+        keys = "".join(f"{quote.public_key(k)}\n" for k in stack.people[a.name].keys)
         files.append(ManagedFile(f"{AUTHORIZED_KEYS_DIR}/{a.name}", keys, check="authorized_keys"))
     files.append(
         ManagedFile(
@@ -269,7 +271,7 @@ def _dns(stack: Stack, host: str, plan: HostPlan) -> None:
     plan.derive.append(
         DeriveStep(
             f"zone {zone}",
-            f"{dns.SERIAL_SCRIPT} {dns.body_path(zone)} {dns.live_path(zone)}",
+            quote.sh_join([dns.SERIAL_SCRIPT, dns.body_path(zone), dns.live_path(zone)]),
             dns.UNIT,
         )
     )

@@ -47,6 +47,7 @@ from spec.monitoring import (
 )
 
 from . import metrics
+from .quote import Shell, sh
 from .templates import render
 
 PACKAGES = ["prometheus", "prometheus-alertmanager", "prometheus-blackbox-exporter"]
@@ -389,19 +390,20 @@ def blackbox_args() -> str:
     return render("monitoring/default.j2", daemon="blackbox_exporter", args=args)
 
 
-def pve_install_step(mon: Monitoring) -> str:
+def pve_install_step(mon: Monitoring) -> Shell:
     """Shell: the pinned pve-exporter in its venv, made only when missing or another release."""
     version = mon.pve_exporter.version
-    marker = f"{PVE_VENV}/hypha-release"
-    return (
-        f'if [ "$(cat {marker} 2>/dev/null)" != {version} ] || [ ! -x {PVE_VENV}/bin/pve_exporter ]; then\n'
-        f"\trm -rf {PVE_VENV}\n"
-        f"\tpython3 -m venv {PVE_VENV}\n"
-        f"\t{PVE_VENV}/bin/pip install -q --disable-pip-version-check prometheus-pve-exporter=={version}\n"
+    marker = sh(f"{PVE_VENV}/hypha-release")
+    venv = sh(PVE_VENV)
+    return Shell(
+        f'if [ "$(cat {marker} 2>/dev/null)" != {sh(version)} ] || [ ! -x {sh(PVE_VENV + "/bin/pve_exporter")} ]; then\n'
+        f"\trm -rf {venv}\n"
+        f"\tpython3 -m venv {venv}\n"
+        f"\t{sh(PVE_VENV + '/bin/pip')} install -q --disable-pip-version-check {sh('prometheus-pve-exporter==' + str(version))}\n"
         # Written last: a run cut short before here builds the venv again.
-        f"\techo {version} >{marker}\n"
-        f'\techo "restart {PVE_UNIT}" >>"$STAGE/units"\n'
-        f'\tlog "installed prometheus-pve-exporter {version} in {PVE_VENV}"\n'
+        f"\techo {sh(version)} >{marker}\n"
+        f"\techo {sh(f'restart {PVE_UNIT}')} >>\"$STAGE/units\"\n"
+        f"\tlog {sh(f'installed prometheus-pve-exporter {version} in {PVE_VENV}')}\n"
         f"fi"
     )
 

@@ -14,6 +14,7 @@ from pathlib import Path
 from spec.model import Stack
 
 from . import shortlinks
+from .quote import Shell, sh, sh_join
 from .templates import TEMPLATES, render
 
 TLS_DIR = "/etc/nginx/tls"
@@ -99,44 +100,44 @@ ACME_CA_BUNDLE = "/etc/hypha-infra/acme-ca.pem"
 RENEW_CA_DROPIN = "/etc/systemd/system/certbot.service.d/hypha-acme-ca.conf"
 
 
-def placeholder_step(stack: Stack) -> str:
+def placeholder_step(stack: Stack) -> Shell:
     """Shell: a self-signed certificate behind each service's symlinks until certbot has one."""
     lines = []
     for name, domains in certificates(stack).items():
         d = f"{TLS_DIR}/{name}"
         san = ",".join(f"DNS:{x}" for x in domains)
         lines.append(
-            f"if [ ! -e {d}/fullchain.pem ]; then mkdir -p {d} && "
+            f"if [ ! -e {sh(d + '/fullchain.pem')} ]; then mkdir -p {sh(d)} && "
             f"openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 30 "
-            f"-subj /CN={domains[0]} -addext subjectAltName={san} "
-            f"-keyout {d}/placeholder-key.pem -out {d}/placeholder.pem 2>/dev/null && "
-            f"ln -sfn placeholder.pem {d}/fullchain.pem && ln -sfn placeholder-key.pem {d}/privkey.pem && "
-            f'log "placeholder certificate for {name}"; fi'
+            f"-subj {sh('/CN=' + domains[0])} -addext {sh('subjectAltName=' + san)} "
+            f"-keyout {sh(d + '/placeholder-key.pem')} -out {sh(d + '/placeholder.pem')} 2>/dev/null && "
+            f"ln -sfn placeholder.pem {sh(d + '/fullchain.pem')} && ln -sfn placeholder-key.pem {sh(d + '/privkey.pem')} && "
+            f"log {sh(f'placeholder certificate for {name}')}; fi"
         )
-    return "\n".join(lines)
+    return Shell("\n".join(lines))
 
 
-def certbot_step(stack: Stack) -> str:
+def certbot_step(stack: Stack) -> Shell:
     """Shell: ask the ACME CA for each certificate nginx does not have yet (renewals: certbot.timer)."""
     tls = stack.tls
     if tls is None:
-        return ""
-    env = f"REQUESTS_CA_BUNDLE={ACME_CA_BUNDLE} " if tls.ca_bundle else ""
-    lines = [f"mkdir -p {WEBROOT}"]
+        return Shell("")
+    env = f"REQUESTS_CA_BUNDLE={sh(ACME_CA_BUNDLE)} " if tls.ca_bundle else ""
+    lines = [f"mkdir -p {sh(WEBROOT)}"]
     for name, domains in certificates(stack).items():
-        names = " ".join(f"-d {x}" for x in domains)
+        names = sh_join(w for x in domains for w in ("-d", x))
         lines.append(
-            f'case "$(readlink {TLS_DIR}/{name}/fullchain.pem)" in /etc/letsencrypt/live/*) ;; *)\n'
-            f"\tif {env}certbot certonly --non-interactive --agree-tos --email {tls.email} "
-            f"--server {tls.acme_directory} --webroot -w {WEBROOT} --cert-name {name} {names} "
-            f"--deploy-hook {DEPLOY_HOOK} >>\"$STATE/certbot.log\" 2>&1; then\n"
-            f'\t\tlog "certificate for {name} obtained"\n'
+            f'case "$(readlink {sh(f"{TLS_DIR}/{name}/fullchain.pem")})" in /etc/letsencrypt/live/*) ;; *)\n'
+            f"\tif {env}certbot certonly --non-interactive --agree-tos --email {sh(tls.email)} "
+            f"--server {sh(tls.acme_directory)} --webroot -w {sh(WEBROOT)} --cert-name {sh(name)} {names} "
+            f"--deploy-hook {sh(DEPLOY_HOOK)} >>\"$STATE/certbot.log\" 2>&1; then\n"
+            f"\t\tlog {sh(f'certificate for {name} obtained')}\n"
             f"\telse\n"
-            f'\t\tcert_failed="$cert_failed {name}"\n'
+            f'\t\tcert_failed="$cert_failed "{sh(name)}\n'
             f"\tfi\n"
             f"\t;;\nesac"
         )
-    return "\n".join(lines)
+    return Shell("\n".join(lines))
 
 
 def certificates(stack: Stack) -> dict[str, list[str]]:

@@ -41,6 +41,7 @@ from urllib.parse import urlsplit
 
 from spec.errors import ConfigError, Problem, read_bytes, utf8_error
 
+from .quote import nginx_quote  # the one nginx string writer (render/quote.py)
 from .templates import render
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -66,7 +67,6 @@ MAP_FILE = "/etc/nginx/conf.d/shortlinks-map.conf"
 LOCATION_FILE = "/etc/nginx/snippets/shortlinks-location.conf"
 """Where the location goes: `include` it inside the server block for `link.<domain>`."""
 
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 KEYWORD_RE = re.compile(r"[a-z0-9][a-z0-9_-]*\Z")
 HOST_LABEL_RE = re.compile(r"(?!-)[a-z0-9-]{1,63}(?<!-)\Z")
 # Characters a URL may hold as written (RFC 3986 unreserved, reserved and `%`), less `$`.
@@ -415,19 +415,6 @@ def resolve(links: list[Link], source: str = SOURCE) -> dict[str, str]:
             final[keyword] = destination
         final[end.keyword] = destination
     return {link.keyword: final[link.keyword] for link in links}
-
-
-def nginx_quote(value: str) -> str:
-    """`value` as one double-quoted nginx string that means exactly `value`.
-
-    `"` and `\\` are escaped; `$` (nginx expands variables in quoted strings and has no escape for
-    `$`) and control characters (a newline would end the Location header) are refused.
-    """
-    if "$" in value:
-        raise ValueError(f"{value!r}: nginx cannot hold a literal '$' in a string; write it as %24")
-    if _CONTROL.search(value):
-        raise ValueError(f"{value!r}: control characters cannot go into nginx config")
-    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
 def render_map(links: list[Link], source: str = SOURCE) -> str:

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import base64
 import json
-import shlex
 from functools import lru_cache
 from pathlib import Path
 
 import jinja2
+
+from . import quote
 
 TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
 
@@ -23,7 +24,19 @@ def environment() -> jinja2.Environment:
     )
     # Key order kept as given: the output must be byte-stable for hashing and drift checks.
     env.filters["tojson"] = lambda v: json.dumps(v, ensure_ascii=False)
-    env.filters["shquote"] = shlex.quote
+    # The one shell filter, and one writer per other format (render/quote.py; the lint in
+    # tests/test_quoting.py holds every shell and unit template to them).
+    env.filters["shquote"] = quote.sh
+    env.filters["shell_code"] = quote.shell_code
+    env.filters["comment"] = quote.comment
+    env.filters["systemd_arg"] = quote.systemd_arg
+    env.filters["systemd_value"] = quote.systemd_value
+    env.filters["systemd_env"] = quote.systemd_env
+    env.filters["nginx_str"] = quote.nginx_str
+    env.filters["sshd_name"] = quote.sshd_name
+    env.filters["yaml_value"] = quote.yaml_value
+    env.filters["borgmatic_str"] = quote.borgmatic_str
+    env.filters["borgmatic_word"] = quote.borgmatic_word
     # 76-column lines, as base64(1) writes and reads them.
     env.filters["b64"] = lambda text: base64.encodebytes(text.encode()).decode().rstrip("\n")
     # One line, for the pieces of a file with late values (converge.sh.j2 decodes line by line).
@@ -33,3 +46,8 @@ def environment() -> jinja2.Environment:
 
 def render(name: str, **context) -> str:
     return environment().get_template(name).render(**context)
+
+
+def render_shell(name: str, **context) -> quote.Shell:
+    """A shell-context template rendered as a step of the converge script (prepare/finish)."""
+    return quote.Shell(render(name, **context))
