@@ -104,6 +104,18 @@ class LabStack:
 
         return known_hosts(self.stack, {h: self.host_key(h)[f"{PIN_TYPE}-public"] for h in self.stack.hosts})
 
+    def tls_keys(self) -> dict[str, dict]:
+        """The host keys as the program's tls.PrivateKey outputs, by resource name: for
+        `ops.mockrun.run_stack(tls_keys=...)`, so the registered commands pin (and the converge
+        installs) the keys the lab's hosts get, as a `pulumi up` would with Pulumi's."""
+        from components.host_keys import key_resource_name
+        from ops.mockrun import tls_outputs
+        from render.hostkeys import KEY_TYPES
+
+        return {key_resource_name(h, kind, self.stack.hosts[h].ssh_host_key_generation):
+                tls_outputs(self.host_key(h)[f"{kind}-private"], self.host_key(h)[f"{kind}-public"])
+                for h in self.stack.hosts for kind in KEY_TYPES}
+
     def pins(self):
         from ops.remote import Pins
 

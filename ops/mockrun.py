@@ -14,7 +14,7 @@ import runpy
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Mapping, Optional
 
 import pulumi
 from pulumi.runtime import mocks as pmocks
@@ -79,6 +79,10 @@ class Run:
 class _Mocks(pmocks.Mocks):
     """Returns inputs as outputs, plus the ids the Proxmox provider would compute."""
 
+    def __init__(self, tls_keys: Optional[Mapping[str, dict]] = None):
+        super().__init__()
+        self.tls_keys = dict(tls_keys or {})
+
     def new_resource(self, args: pmocks.MockResourceArgs):
         state = dict(args.inputs)
         if args.typ == "proxmoxve:index/fileLegacy:FileLegacy":
@@ -90,7 +94,9 @@ class _Mocks(pmocks.Mocks):
         if args.typ == "proxmoxve:index/vmLegacy:VmLegacy":
             return str(state.get("vmId", args.name)), state
         if args.typ == "tls:index/privateKey:PrivateKey":
-            if state.get("algorithm") == "RSA":
+            if args.name in self.tls_keys:  # a key the caller made (the lab's, which its hosts get)
+                state.update(self.tls_keys[args.name])
+            elif state.get("algorithm") == "RSA":
                 state.update(_mock_rsa(int(state.get("rsaBits", 2048))))
             else:
                 state.update(_mock_ed25519(args.name))
@@ -105,6 +111,18 @@ class _Mocks(pmocks.Mocks):
 def _seed(name: str) -> bytes:
     """Generated values derive from the resource's name: real, and the same in every run and stack."""
     return hashlib.sha256(f"hypha-infra mock {name}".encode()).digest()
+
+
+def tls_outputs(private_openssh: str, public_openssh: str) -> dict:
+    """tls.PrivateKey's outputs for a key given in its OpenSSH forms, those kept byte for byte."""
+    from cryptography.hazmat.primitives import serialization as ser
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    key = ser.load_ssh_private_key(private_openssh.encode(), password=None)
+    is_rsa = isinstance(key, rsa.RSAPrivateKey)
+    out = _tls_outputs("RSA" if is_rsa else "ED25519", key,
+                       ser.PrivateFormat.TraditionalOpenSSL if is_rsa else ser.PrivateFormat.PKCS8)
+    return {**out, "privateKeyOpenssh": private_openssh, "publicKeyOpenssh": public_openssh}
 
 
 def _tls_outputs(algorithm: str, key, pem_format) -> dict:
@@ -225,18 +243,21 @@ def run_stack(
     secrets: Optional[dict[str, str]] = None,
     preview: bool = True,
     root: Path = ROOT,
+    tls_keys: Optional[Mapping[str, dict]] = None,
 ) -> Run:
     """Run __main__.py for `stack` with `raw` config (default: the stack files) and record everything.
 
     Raises whatever the program raises, e.g. spec.errors.ConfigError for bad config; by then
     nothing has been registered, which the tests check through `last_run`.
+    `tls_keys`: tls.PrivateKey outputs by resource name (`tls_outputs`), in place of the mocks' own
+    keys; a lab passes the host keys it delivers, so the commands pin what its hosts answer with.
     """
     global last_run
     if raw is None:
         raw = read_stack_config(stack, root)
     run = Run(stack)
     last_run = run
-    mocks = _Mocks()
+    mocks = _Mocks(tls_keys)
     psettings.ROOT.set(None)  # a fresh Stack resource per run, several runs per process
     pmocks.set_mocks(mocks, project=PROJECT, stack=stack, preview=preview, monitor=_RecordingMonitor(mocks, run))
     cfg, secret_keys = pulumi_config(raw, secrets)

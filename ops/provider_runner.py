@@ -18,8 +18,14 @@ provider/pkg/provider/remote/ (connection.go, commandOutputs.go), to golang.org/
   100 ms, then x1.5 each time, capped at 5 s; give up once the failed dials exceed the limit
   (reachedDialingErrorLimit, :252-255: limit 10 means 11 dials); -1 is no limit. The message says
   "after <try> failed attempts" with the zero-based try, as the provider's does.
-- Host key: with `hostKey` the server must present exactly that key, and only its algorithm is
-  offered (connection.go:88-94, ssh.FixedHostKey); without it any key is accepted (:95-98).
+- Host key, on either leg (the connection's and the proxy's own `hostKey`, connectionBase): with it
+  the server must present exactly that key (ssh.FixedHostKey: the key's wire bytes compared), and
+  only its algorithm is offered (HostKeyAlgorithms, connection.go:87-94); without it any key is
+  accepted (:95-98). Both keys are parsed before anything is dialled (SSHConfig, :191-194 and
+  :204-207, the proxy's error prefixed "proxy: "). A mismatch fails the handshake before any
+  authentication ("ssh: handshake failed: ssh: host key mismatch", x/crypto ssh/client.go
+  NewClientConn, ssh/keys.go fixedHostKey.check), and like every dial error it is retried:
+  afresh on the bastion or a direct host, on the one (then closed) channel behind the bastion.
 - Auth: the private key (and the password, if any) (:106-129). The provider also offers an ssh-agent's
   keys when SSH_AUTH_SOCK is set (:131-145); this runner never does, like a runner without an agent.
 - Run (commandOutputs.go:30-108): one session; PULUMI_COMMAND_STDOUT/STDERR set from the previous
@@ -158,28 +164,43 @@ def _pkey(text: str) -> paramiko.PKey:
     raise ProviderError("ssh: no key found")  # x/crypto's ParsePrivateKey error text
 
 
-def _fixed_host_key(line: str) -> tuple[str, bytes]:
-    """ssh.ParseAuthorizedKey: "<type> <base64> [comment]" -> (type, blob)."""
+HostKey = tuple[str, bytes]
+"""A pinned key: its type (the one algorithm offered) and its wire bytes (what FixedHostKey compares)."""
+
+
+def _fixed_host_key(line: str) -> HostKey:
+    """ssh.ParseAuthorizedKey: "<type> <base64> [comment]" -> (type, blob), the blob a key of that type."""
     try:
         kind, blob = line.split()[:2]
-        return kind, base64.b64decode(blob, validate=True)
-    except (ValueError, TypeError) as exc:
-        raise ProviderError(f"failed to parse host key: {exc}") from exc
+        raw = base64.b64decode(blob, validate=True)
+        key = paramiko.PKey.from_type_string(kind, raw)
+    except (ValueError, TypeError, paramiko.SSHException) as exc:
+        raise ProviderError(f"failed to parse host key: {_text(exc)}") from exc
+    return kind, key.asbytes()
 
 
-def new_client_conn(sock: Any, leg: Leg) -> paramiko.Transport:
-    """ssh.NewClientConn (x/crypto ssh/client.go:71-89): handshake and auth on `sock`; closes it on failure."""
+def host_key_of(leg: Leg) -> Optional[HostKey]:
+    """The host key part of connectionBase.SSHConfig (connection.go:85-98): None accepts any key."""
+    return _fixed_host_key(leg.host_key) if leg.host_key is not None else None
+
+
+def new_client_conn(sock: Any, leg: Leg, host_key: Optional[HostKey]) -> paramiko.Transport:
+    """ssh.NewClientConn (x/crypto ssh/client.go:71-89): handshake and auth on `sock`; closes it on failure.
+
+    `host_key` (host_key_of(leg)) is checked in the handshake, before any authentication is tried."""
     transport = paramiko.Transport(sock)
     transport.banner_timeout = HANDSHAKE_BOUND
     transport.handshake_timeout = HANDSHAKE_BOUND
     transport.auth_timeout = HANDSHAKE_BOUND
-    expected = _fixed_host_key(leg.host_key) if leg.host_key else None
-    if expected:
-        transport.get_security_options().key_types = [expected[0]]  # HostKeyAlgorithms (connection.go:94)
+    if host_key:
+        transport.get_security_options().key_types = [host_key[0]]  # HostKeyAlgorithms (connection.go:94)
     try:
-        transport.start_client(timeout=HANDSHAKE_BOUND)
-        if expected and transport.get_remote_server_key().asbytes() != expected[1]:
-            raise paramiko.SSHException("ssh: host key mismatch")  # ssh.FixedHostKey's error
+        try:
+            transport.start_client(timeout=HANDSHAKE_BOUND)
+        except paramiko.SSHException as exc:
+            raise paramiko.SSHException(f"ssh: handshake failed: {exc}") from exc
+        if host_key and transport.get_remote_server_key().asbytes() != host_key[1]:
+            raise paramiko.SSHException("ssh: handshake failed: ssh: host key mismatch")  # fixedHostKey.check
         if leg.private_key:
             transport.auth_publickey(leg.user, _pkey(leg.private_key))
         elif leg.password:
@@ -198,20 +219,26 @@ def _tcp(host: str, port: int, timeout: int) -> socket.socket:
     return socket.create_connection((host, port), timeout=timeout or None)
 
 
-def ssh_dial(leg: Leg) -> paramiko.Transport:
+def ssh_dial(leg: Leg, host_key: Optional[HostKey]) -> paramiko.Transport:
     """ssh.Dial (x/crypto ssh/client.go:177-187): a new TCP connection, then NewClientConn on it."""
     sock = _tcp(leg.host, leg.port, leg.per_dial_timeout)
     sock.settimeout(None)  # the timeout covers the TCP dial only
-    return new_client_conn(sock, leg)
+    return new_client_conn(sock, leg, host_key)
 
 
 def dial(conn: Connection, attempts: list[Attempt], sleep: Callable[[float], None] = time.sleep) -> list[paramiko.Transport]:
     """Connection.Dial (connection.go:189-243). Returns the transports, the one to run on last."""
+    host_key = host_key_of(conn)  # c.SSHConfig() (:191-194): a bad key is no dial error, nor retried
     if conn.proxy is None:
-        return [dial_with_retry("Dial", conn.dial_error_limit, lambda: ssh_dial(conn), attempts, sleep)]
+        return [dial_with_retry("Dial", conn.dial_error_limit, lambda: ssh_dial(conn, host_key), attempts, sleep)]
+    try:
+        proxy_host_key = host_key_of(conn.proxy)  # c.Proxy.SSHConfig() (:204-207)
+    except ProviderError as exc:
+        raise ProviderError(f"proxy: {exc}") from exc
     tries = conn.dial_error_limit
     try:
-        proxy = dial_with_retry("Dial proxy", conn.proxy.dial_error_limit, lambda: ssh_dial(conn.proxy), attempts, sleep)
+        proxy = dial_with_retry("Dial proxy", conn.proxy.dial_error_limit, lambda: ssh_dial(conn.proxy, proxy_host_key),
+                                attempts, sleep)
     except ProviderError as exc:
         raise ProviderError(f"proxy: {exc}") from exc
     try:
@@ -222,7 +249,7 @@ def dial(conn: Connection, attempts: list[Attempt], sleep: Callable[[float], Non
             attempts, sleep,
         )
         # The same `channel` on every try: the provider never opens another (connection.go:232-237).
-        target = dial_with_retry("Dial", tries, lambda: new_client_conn(channel, conn), attempts, sleep)
+        target = dial_with_retry("Dial", tries, lambda: new_client_conn(channel, conn, host_key), attempts, sleep)
     except ProviderError as exc:
         proxy.close()
         raise ProviderError(f"proxy: {exc}") from exc

@@ -8,6 +8,8 @@ real cloud-init stages run seconds apart; set_passwords restarts sshd midway and
 arrives last. With the program's order (gateway, then the probe, then the converge) the converge
 succeeds on its first handshake; with main's order (the converge as soon as the VM exists) the same
 runner fails and never recovers, although a fresh dial at that moment gets in.
+The hosts get the lab's own host keys (ops.labstack) through the real snippet, and the program is
+run with them as its tls keys: every command pins them on both legs, as after a real `pulumi up`.
 """
 
 from __future__ import annotations
@@ -23,8 +25,9 @@ from ops import provider_runner as pr
 from ops.lab import Lab, layout
 from ops.labstack import LabStack, lab_stack
 from ops.mockrun import OFFLINE_SECRETS, run_stack
-from render.cloud_init import user_data
+from render import hostkeys
 from spec.load import PROJECT, build_stack
+from tests.program_runs import SNIPPET, child, snippet_source
 
 OK, WHY = labmod.available()
 pytestmark = pytest.mark.skipif(not OK, reason=WHY)
@@ -79,17 +82,40 @@ def _lab_stack() -> LabStack:
     return LabStack(ls.name, raw, build_stack(raw, "prod"), ls.keys, ls.wireguard, ls.front_ip, ls.late)
 
 
+def user_data(ls: LabStack, host: str) -> str:
+    """The host's real snippet with the lab's host keys (the same the program registered, see the fixture)."""
+    return ls.user_data(host)
+
+
 @pytest.fixture(scope="module")
 def first(tmp_path_factory):
     ls = _lab_stack()
     secrets = {**OFFLINE_SECRETS, f"{PROJECT}:deployPrivateKey": ls.keys["deploy"].private_openssh}
-    program = run_stack("prod", raw=ls.raw, secrets=secrets)
+    # The lab's host keys stand in for Pulumi's tls keys: the commands then pin (on both legs) and
+    # the converge installs what the hosts' first boot delivers, as after a real `pulumi up`.
+    program = run_stack("prod", raw=ls.raw, secrets=secrets, tls_keys=ls.tls_keys())
     commands = {c.name: c for c in program.of_type(COMMAND)}
+    snippets = {h: snippet_source(child(program, h, SNIPPET))["data"] for h in HOSTS}
     with Lab("tfirst", layout(HOSTS[0], HOSTS[1:], front=str(FRONT), lan=str(LAN)), front=str(FRONT), lan=str(LAN)) as lab:
         # The gateway first, as the program orders it: its own boot, then its converge (dialled directly).
-        lab.first_boot("gw", user_data(ls.stack, "gw"))
+        lab.first_boot("gw", user_data(ls, "gw"))
         gw = pr.run_inputs(commands["gw-converge"].inputs)
-        yield {"lab": lab, "ls": ls, "commands": commands, "gw": gw}
+        yield {"lab": lab, "ls": ls, "commands": commands, "gw": gw, "snippets": snippets}
+
+
+def test_the_lab_boots_the_snippets_the_program_registered_and_every_command_pins_their_keys_on_both_legs(first):
+    ls, cmds = first["ls"], first["commands"]
+    pin = {h: hostkeys.pin(ls.host_key(h)[f"{hostkeys.PIN_TYPE}-public"]) for h in HOSTS}
+    assert len(set(pin.values())) == len(HOSTS)
+    for host in HOSTS:
+        assert first["snippets"][host] == user_data(ls, host), host
+    gw = pr.unwrap_secrets(cmds["gw-converge"].inputs)["connection"]
+    assert gw["hostKey"] == pin["gw"] and "proxy" not in gw
+    for host in HOSTS[1:]:
+        ready = pr.unwrap_secrets(cmds[f"{host}-ready"].inputs)["connection"]
+        assert ready["hostKey"] == pin["gw"] and "proxy" not in ready
+        converge = pr.unwrap_secrets(cmds[f"{host}-converge"].inputs)["connection"]
+        assert converge["hostKey"] == pin[host] and converge["proxy"]["hostKey"] == pin["gw"]
 
 
 def test_the_program_orders_each_lan_hosts_converge_after_the_gateway_and_its_probe(first):
@@ -105,7 +131,7 @@ def test_the_gateway_converges_dialled_directly(first):
 
 def test_with_the_probe_a_slow_first_boot_that_restarts_sshd_is_converged_on_the_first_handshake(first):
     lab, ls, cmds = first["lab"], first["ls"], first["commands"]
-    boot = SlowBoot(lab, "h1", user_data(ls.stack, "h1"))
+    boot = SlowBoot(lab, "h1", user_data(ls, "h1"))
     started = time.monotonic()
     boot.start()
     # What the engine does once gw-converge is done and h1's VM exists: h1-ready, then h1-converge.
@@ -130,7 +156,7 @@ def test_with_the_probe_a_slow_first_boot_that_restarts_sshd_is_converged_on_the
 
 def test_with_mains_order_the_same_boot_fails_for_good_on_the_one_channel(first):
     lab, ls, cmds = first["lab"], first["ls"], first["commands"]
-    boot = SlowBoot(lab, "h2", user_data(ls.stack, "h2"))
+    boot = SlowBoot(lab, "h2", user_data(ls, "h2"))
     boot.start()
 
     def engine_wait(seconds: float) -> None:
@@ -146,10 +172,15 @@ def test_with_mains_order_the_same_boot_fails_for_good_on_the_one_channel(first)
     boot.join(120)
     assert boot.error is None, boot.error
     # One channel was opened (no "Dial from proxy" failure needed), then only handshakes failed on it:
-    # the first because the key was not there, every later one at once, on the closed channel.
+    # the first because first boot had not delivered what the command pins and logs in with (sshd
+    # still answered with the image's own host key, or the deploy key was not there yet), every
+    # later one at once, on the closed channel.
     handshakes = [a for a in attempts if a.step == "Dial"]
     assert handshakes and all(a.step == "Dial" for a in attempts)
-    assert "Authentication" in handshakes[0].error or "auth" in handshakes[0].error.lower(), handshakes[0]
+    first_error = handshakes[0].error
+    assert ("ssh: handshake failed: ssh: host key mismatch" in first_error or "Authentication" in first_error
+            or "auth" in first_error.lower()), handshakes[0]
+    assert handshakes[0].at < boot.key_at
     late = [a for a in handshakes if a.at > boot.key_at + 5]
     print(f"\nh2: {len(handshakes)} handshakes failed on one channel, {len(late)} of them over 5 s after the key; "
           f"first: {handshakes[0].error}; last: {handshakes[-1].error}")
