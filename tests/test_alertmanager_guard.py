@@ -8,7 +8,6 @@ from __future__ import annotations
 import base64
 import http.server
 import json
-import shutil
 import subprocess
 import threading
 import time
@@ -25,6 +24,7 @@ from render.host import LATE_MARK, host_plan
 from spec.load import build_stack
 from tests.program_runs import raw
 from tests.test_monitoring_render import ALICE_PASSWORD, HASHES, _free_port, _wait_http, late_values, write_tree
+from tests.tools import need as _need
 
 WEBHOOK_TOKEN = "syt_room_token_that_must_stay_secret"
 SMTP_SECRET = "smtp-secret"
@@ -51,11 +51,6 @@ def _stack():
     return build_stack(cfg, "staging")
 
 
-def _need(tool: str) -> str:
-    path = shutil.which(tool)
-    if path is None:
-        pytest.fail(f"{tool} is missing; run `make setup`")
-    return path
 
 
 @pytest.fixture(scope="module")

@@ -5,7 +5,6 @@ backup config is refused before anything is deployed."""
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 from pathlib import Path
 
@@ -21,6 +20,7 @@ from spec import derive
 from spec.load import build_stack
 from tests.program_runs import STACKS, child, model, run
 from tests.test_bad_input import assert_reported, base_config, refusal
+from tests.tools import need as _need
 
 JOB = "proxmoxve:backup/job:Job"
 KEY = "tls:index/privateKey:PrivateKey"
@@ -28,11 +28,6 @@ PASSWORD = "random:index/randomPassword:RandomPassword"
 COMMAND = "command:remote:Command"
 
 
-def _need(tool: str, package: str) -> str:
-    path = shutil.which(tool)
-    if path is None:
-        pytest.fail(f"{tool} is missing: apt-get install {package} (make setup installs it)")
-    return path
 
 
 def _file(stack, host: str, path: str):

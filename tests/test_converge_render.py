@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import copy
 import hashlib
-import shutil
 import subprocess
 from pathlib import Path
 
@@ -17,6 +16,7 @@ from render.host import host_plan
 from spec import derive
 from spec.load import build_stack
 from tests.program_runs import PROXMOX_VM, STACKS, model, raw, run
+from tests.tools import need as _need
 
 COMMAND = "command:remote:Command"
 BOOTSTRAP = "hypha:infra:HostBootstrap"
@@ -106,11 +106,6 @@ def test_the_script_carries_no_secret():
 
 # File tier: the daemons' own checkers on what the converge scripts ship.
 
-def _need(tool: str, package: str) -> str:
-    path = shutil.which(tool) or (f"/usr/sbin/{tool}" if Path(f"/usr/sbin/{tool}").exists() else None)
-    if path is None:
-        pytest.fail(f"{tool} is missing; run `make setup` (Debian package {package})")
-    return path
 
 
 def _all_hosts():

@@ -22,7 +22,6 @@ import copy
 import ipaddress
 import os
 import re
-import shutil
 import subprocess
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -40,6 +39,7 @@ from spec import derive
 from spec.errors import ConfigError
 from spec.load import build_stack
 from tests.program_runs import STACKS, raw
+from tests.tools import need as _need
 
 CANARY = "HYPHAPWNED"
 # Each payload runs `touch HYPHAPWNED-<index>` if anything ever evaluates it as shell.
@@ -278,11 +278,6 @@ find "$T/upper" -print >"$OUT/upper-files"
 """
 
 
-def _need(tool: str) -> str:
-    path = shutil.which(tool)
-    if path is None:
-        pytest.fail(f"{tool} is missing; run `make setup`")
-    return path
 
 
 @pytest.fixture(scope="module")

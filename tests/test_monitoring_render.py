@@ -34,6 +34,7 @@ from spec.errors import ConfigError
 from spec.load import PROJECT, build_stack
 from spec.monitoring import ALERTMANAGER_PORT, PROMETHEUS_PORT, monitoring_host
 from tests.program_runs import FW_RULES, STACKS, child, model, raw, run
+from tests.tools import need as _need
 
 PROMTOOL_TESTS = Path(__file__).parent / "promtool" / "hypha.rules.test.yml"
 ALICE_PASSWORD = "correct horse battery staple"
@@ -42,11 +43,6 @@ HASHES = json.dumps({n: bcrypt.hashpw(ALICE_PASSWORD.encode(), bcrypt.gensalt(4)
 SINK = "http://127.0.0.1:9/matrix-webhook"  # discard port: the static checks never send anything
 
 
-def _need(tool: str, package: str) -> str:
-    path = shutil.which(tool)
-    if path is None:
-        pytest.fail(f"{tool} is missing; run `make setup` (Debian package {package})")
-    return path
 
 
 def late_values(stack, matrix_url: str = SINK) -> dict[str, str]:
