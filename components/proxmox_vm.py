@@ -166,11 +166,12 @@ class ProxmoxVm(pulumi.ComponentResource):
             opts=firewall_opts,
         )
         if host == derive.gateway_name(stack):
-            # ipfilter=True above is "an empty ipfilter-net<id> ipset for every interface", and a VM's
-            # addresses are not added to it implicitly ("For containers the configured IP addresses will
-            # be implicitly added": pulumi_proxmoxve/firewall/options_legacy.py:44-48). The gateway sends
-            # from a second LAN address (the deploy address, spec/derive.py deploy_address), so its LAN
-            # NIC's set names both (pulumi_proxmoxve/firewall/ipset_legacy.py:232, a VM-level IPSet).
+            # ipfilter=True above is "an empty ipfilter-net<id> ipset for every interface"; the provider
+            # documents configured addresses as added implicitly for containers only
+            # (pulumi_proxmoxve/firewall/options_legacy.py:44-48), and a second address is no configured
+            # one anyway. The gateway sends from a second LAN address (the deploy address, spec/derive.py
+            # deploy_address), so its LAN NIC's set names both, explicitly
+            # (pulumi_proxmoxve/firewall/ipset_legacy.py:232, a VM-level IPSet named ipfilter-net0).
             pve.firewall.IpsetLegacy(
                 f"{name}-ipfilter-net0",
                 node_name=h.node,
