@@ -165,6 +165,27 @@ class ProxmoxVm(pulumi.ComponentResource):
             radv=False,
             opts=firewall_opts,
         )
+        if host == derive.gateway_name(stack):
+            # ipfilter=True above is "an empty ipfilter-net<id> ipset for every interface"; the provider
+            # documents configured addresses as added implicitly for containers only
+            # (pulumi_proxmoxve/firewall/options_legacy.py:44-48), and a second address is no configured
+            # one anyway. The gateway sends from a second LAN address (the deploy address, spec/derive.py
+            # deploy_address), so its LAN NIC's set names both, explicitly
+            # (pulumi_proxmoxve/firewall/ipset_legacy.py:232, a VM-level IPSet named ipfilter-net0).
+            pve.firewall.IpsetLegacy(
+                f"{name}-ipfilter-net0",
+                node_name=h.node,
+                vm_id=h.vm_id,
+                name="ipfilter-net0",
+                comment="hypha-infra: the LAN addresses the gateway may send from",
+                cidrs=[
+                    pve.firewall.IpsetLegacyCidrArgs(name=str(h.lan_ip), comment="LAN address"),
+                    pve.firewall.IpsetLegacyCidrArgs(
+                        name=derive.deploy_address(stack), comment="deploy address: the deploy user's jumped sessions"
+                    ),
+                ],
+                opts=firewall_opts,
+            )
         pve.firewall.RulesLegacy(
             f"{name}-firewall-rules",
             node_name=h.node,

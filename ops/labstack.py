@@ -403,3 +403,22 @@ def web_lab_stack(
         lab_hosts=lab_hosts, lan_gateway=str(n[1]), acme_ca_pem=ca_pem, pebble_cert_pem=leaf_pem,
         pebble_key_pem=leaf_key, pebble_address=root, dkim_private_pem=dkim_private,
     )
+
+
+def converged_lab(prefix: str, base: str, hosts: tuple[str, ...], members: tuple[str, ...],
+                  front: ipaddress.IPv4Network, lan: ipaddress.IPv4Network, vpn: ipaddress.IPv4Network):
+    """A lab of `hosts` (the first is the gateway) booted and converged from `base`'s config, as a
+    context manager yielding (lab, LabStack); every first converge must have passed."""
+    import contextlib
+
+    from ops.lab import Lab, layout
+
+    @contextlib.contextmanager
+    def run():
+        ls = lab_stack(base, hosts=hosts, members=members, front=front, lan=lan, vpn=vpn)
+        with Lab(prefix, layout(hosts[0], hosts[1:], front=str(front), lan=str(lan)), front=str(front), lan=str(lan)) as lab:
+            for h, r in boot_and_converge(lab, ls).items():
+                assert r.ok, f"{h}: {r.stdout}{r.stderr}"
+            yield lab, ls
+
+    return run()

@@ -189,13 +189,16 @@ def deploy_key_bound(args: StackValidationArgs, report: ReportViolation) -> None
     stack = stack_model()
     deploy_blob = stack.access.deploy.public_key.split()[1]
     views = hosts(args.resources)
-    gateways = [v for v in views.values() if "gateway" in v.tags]
-    gateway_lan = gateways[0].lan_ip if gateways else None
+    from spec import derive
+
+    # Not the gateway's LAN address: every member's jumped session arrives from that one. The deploy
+    # user's alone leave from the deploy address (spec/derive.py deploy_address).
+    deploy_address = derive.deploy_address(stack)
     for name, view in sorted(views.items()):
         urn = view.vm.urn if view.vm else None
         # The gateway accepts the key from the deployment server; every other host from the
-        # gateway, since deploy sessions are jumped through it.
-        expected = str(stack.access.deploy.source) if "gateway" in view.tags else gateway_lan
+        # gateway's deploy address, since deploy sessions are jumped through it.
+        expected = str(stack.access.deploy.source) if "gateway" in view.tags else deploy_address
         deploy_files = []
         for where, f in view.all_files():
             if f.path == DEPLOY_FILE:

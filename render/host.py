@@ -192,6 +192,8 @@ def _base(stack: Stack, host: str, plan: HostPlan) -> None:
                 rules=derive.inbound_rules(stack, host),
                 vpn=stack.network.vpn if is_gateway else None,
                 lan_cidr=stack.network.lan_cidr,
+                deploy_address=derive.deploy_address(stack) if is_gateway else None,
+                deploy_user=derive.DEPLOY_USER,
             ),
             mode="0755",
             unit="nftables",
@@ -232,6 +234,10 @@ def _base(stack: Stack, host: str, plan: HostPlan) -> None:
     plan.absent += [(path, "ssh") for path in hostkeys.unwanted_key_paths()]
 
 
+DEPLOY_ADDRESS_UNIT = "hypha-deploy-address"
+DEPLOY_ADDRESS_SCRIPT = "/usr/local/sbin/hypha-deploy-address"
+
+
 def _gateway(stack: Stack, host: str, plan: HostPlan) -> None:
     vpn = stack.network.vpn
     plan.files += [
@@ -255,8 +261,27 @@ def _gateway(stack: Stack, host: str, plan: HostPlan) -> None:
             action="restart",
         ),
     ]
+    # The deploy address (derive.deploy_address) on the LAN interface, before any LAN host's converge:
+    # the gateway converges first (components/host_bootstrap.py), then the others through it.
+    address = derive.deploy_address(stack)
+    plan.files += [
+        ManagedFile(
+            DEPLOY_ADDRESS_SCRIPT,
+            render("gateway/deploy-address.sh.j2", lan_ip=str(stack.hosts[host].lan_ip), address=address),
+            mode="0755",
+            unit=DEPLOY_ADDRESS_UNIT,
+            action="restart",
+            check="shell",
+        ),
+        ManagedFile(
+            f"/etc/systemd/system/{DEPLOY_ADDRESS_UNIT}.service",
+            render("gateway/deploy-address.service.j2", address=address, script=DEPLOY_ADDRESS_SCRIPT),
+            unit=DEPLOY_ADDRESS_UNIT,
+            action="restart",
+        ),
+    ]
     plan.packages += ["wireguard-tools"]
-    plan.units += ["wg-quick@wg0"]
+    plan.units += ["wg-quick@wg0", DEPLOY_ADDRESS_UNIT]
 
 
 def _dns(stack: Stack, host: str, plan: HostPlan) -> None:

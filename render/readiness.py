@@ -27,8 +27,10 @@ read from the installed packages):
   `After=cloud-config.service` (cloud-final.service:3). So once sshd accepts the deploy key, the
   set_passwords restart is over, and the provider's one handshake meets a settled sshd.
 
-So the probe's success means: sshd is up, the deploy key is accepted from the gateway (its from=
-option is checked on the probe too), and no cloud-init restart of sshd is still to come.
+So the probe's success means: sshd is up, the deploy key is accepted from the gateway's deploy address
+(its from= option is checked on the probe too: the probe runs as the deploy user, so the gateway's
+nftables gives it that address like the converge's own channel), and no cloud-init restart of sshd is
+still to come.
 """
 
 from __future__ import annotations

@@ -8,6 +8,7 @@ from __future__ import annotations
 import re
 from typing import Optional
 
+from . import derive
 from .capacity import usage
 from .backup import check_backup
 from .dns import Dns, check_dns
@@ -51,6 +52,11 @@ def check(
     if network is not None:
         if network.gateway not in network.lan_cidr:
             add("network.gateway", f"{network.gateway} is outside network.lan_cidr {network.lan_cidr}")
+        if network.lan_cidr.prefixlen > 29:
+            add("network.lan_cidr", f"{network.lan_cidr} is too small; use a /29 or larger (hosts, the LAN gateway and the deploy address)")
+        elif network.gateway == derive.deploy_address_in(network.lan_cidr):
+            add("network.gateway", f"{network.gateway} is the bastion's deploy address (the last usable address of "
+                "network.lan_cidr, which only the deploy user's sessions leave from); pick another address")
         pub = network.public
         if pub is not None:
             if pub.ipv4_cidr and pub.ipv4_gateway and pub.ipv4_gateway not in pub.ipv4_cidr:
@@ -181,6 +187,9 @@ def _check_hosts(site, proxmox, network, hosts: dict[str, Host], add) -> None:
             _check_host_network(p, h, network, add)
             if network.gateway == h.lan_ip:
                 add(f"{p}.lan_ip", f"{h.lan_ip} is network.gateway; pick another address")
+            if h.lan_ip == derive.deploy_address_in(network.lan_cidr):
+                add(f"{p}.lan_ip", f"{h.lan_ip} is the bastion's deploy address (the last usable address of "
+                    "network.lan_cidr, which only the deploy user's sessions leave from); pick another address")
         if proxmox is not None:
             node = proxmox.nodes.get(h.node)
             if node is None:

@@ -73,15 +73,33 @@ def hosts_with_role(stack: Stack, role: str) -> list[str]:
     return sorted(n for n, h in stack.hosts.items() if role in h.roles)
 
 
+def deploy_address(stack: Stack) -> str:
+    """The gateway's second LAN address, which only the deploy user's jumped sessions leave from.
+
+    Every session jumped through the bastion reaches a LAN host from the gateway, so a `from=` on the
+    gateway's own address would let any member who can jump use a leaked deploy key there. The gateway
+    holds this address too (render/host.py, gateway role) and its nftables SNATs the deploy user's
+    connections to LAN hosts' SSH to it (`meta skuid`: the sshd child that opens the direct-tcpip
+    channel runs as the logged-in user). Derived, not configured: the last usable address of
+    network.lan_cidr (e.g. .254 of a /24), which spec/checks.py keeps free of hosts and the LAN gateway.
+    """
+    return str(deploy_address_in(stack.network.lan_cidr))
+
+
+def deploy_address_in(cidr):
+    """The last usable address of a LAN (spec/checks.py refuses a stack whose host or LAN gateway has it)."""
+    return cidr.broadcast_address - 1
+
+
 def deploy_key_source(stack: Stack, host: str) -> str:
     """The only address the deploy key is accepted from on `host`.
 
-    The gateway accepts it from the deployment server; every other host sees deploy sessions arrive
-    from the gateway's LAN address, because they are jumped through it.
+    The gateway accepts it from the deployment server; every other host from the gateway's deploy
+    address (deploy_address), where the deploy user's jumped sessions and only those arrive from.
     """
     if host == gateway_name(stack):
         return str(stack.access.deploy.source)
-    return str(gateway(stack).lan_ip)
+    return deploy_address(stack)
 
 
 PROXMOX_API_PORT = 8006
@@ -107,6 +125,7 @@ def inbound_rules(stack: Stack, host: str) -> list[Rule]:
     rules: list[Rule] = []
     if "gateway" not in h.roles:
         rules.append(Rule("tcp", 22, f"{gateway(stack).lan_ip}/32", "ssh from the gateway only"))
+        rules.append(Rule("tcp", 22, f"{deploy_address(stack)}/32", "ssh from the gateway's deploy address"))
     for role in sorted(h.roles):
         rules += [Rule(proto, port, None, comment) for proto, port, comment in ROLE_PORTS.get(role, [])]
     if "gateway" in h.roles:

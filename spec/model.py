@@ -169,7 +169,9 @@ class Vpn(_Model):
 
 
 class Network(_Model):
-    lan_cidr: IPv4Net = Field(description="The stack's private LAN, e.g. `10.0.1.0/24`.")
+    lan_cidr: IPv4Net = Field(
+        description="The stack's private LAN, e.g. `10.0.1.0/24`, a /29 or larger; its last usable address (`.254` of a /24) is the gateway's deploy address, kept free of hosts."
+    )
     lan_bridge: Bridge = Field(description="Bridge the stack's LAN lives on; must exist on every node that runs a host.")
     gateway: IPv4 = Field(description="LAN default gateway (the node's NAT address on the bridge).")
     resolvers: list[IpAddress] = Field(description="DNS resolvers the VMs use.", min_length=1)

@@ -184,9 +184,10 @@ def test_the_target_accepts_ssh_from_each_client_and_nothing_else_new(stack):
     m = model(stack)
     rules = derive.inbound_rules(m, "backup1")
     ssh = sorted(r.source for r in rules if r.port == 22)
-    assert ssh == sorted([f"{m.hosts[h].lan_ip}/32" for h in ["gateway", *spec.clients(m)]])
+    jumps = [f"{m.hosts['gateway'].lan_ip}/32", f"{derive.deploy_address(m)}/32"]  # members', the deploy's
+    assert ssh == sorted([*jumps, *(f"{m.hosts[h].lan_ip}/32" for h in spec.clients(m))])
     for client in spec.clients(m):  # and clients open nothing for backups
-        assert [r.source for r in derive.inbound_rules(m, client) if r.port == 22] == [f"{m.hosts['gateway'].lan_ip}/32"]
+        assert [r.source for r in derive.inbound_rules(m, client) if r.port == 22] == jumps
     nft = _file(m, "backup1", "/etc/nftables.conf").content
     for client in spec.clients(m):
         assert f'ip saddr {m.hosts[client].lan_ip}/32 tcp dport 22 accept comment "borg from {client}"' in nft

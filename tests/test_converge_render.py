@@ -13,6 +13,7 @@ import pytest
 from ops.mockrun import run_stack
 from render.converge import converge_script, late_names, script_digest
 from render.host import host_plan
+from spec.derive import DEPLOY_USER
 from spec import derive
 from spec.load import build_stack
 from tests.program_runs import PROXMOX_VM, STACKS, model, raw, run
@@ -128,8 +129,18 @@ def test_shellcheck_would_catch_a_broken_script(tmp_path):
     assert subprocess.run([_need("shellcheck", "shellcheck"), "-s", "sh", str(path)], capture_output=True).returncode != 0
 
 
+def _nft_check(path: str) -> list[str]:
+    """`nft -c` as on the host, where the converge made the accounts before it checks (the gateway's
+    `meta skuid "deploy"` names one, and nft resolves it): here in a user, mount and network namespace
+    whose /etc/passwd also has the deploy user."""
+    passwd = Path(path).with_name("passwd-with-deploy")
+    passwd.write_text(Path("/etc/passwd").read_text() + f"{DEPLOY_USER}:x:1999:1999::/home/{DEPLOY_USER}:/bin/sh\n")
+    script = 'mount --bind "$1" /etc/passwd && exec "$2" -c -f "$3"'
+    return [_need("unshare", "util-linux"), "-rmn", "sh", "-c", script, "sh", str(passwd), _need("nft", "nftables"), path]
+
+
 CHECKERS = {
-    "nftables": lambda p: [_need("nft", "nftables"), "-c", "-f", p],
+    "nftables": lambda p: _nft_check(p),
     "sudoers": lambda p: [_need("visudo", "sudo"), "-c", "-q", "-f", p],
     "apt": lambda p: [_need("apt-config", "apt"), "-c", p, "dump"],
     "shell": lambda p: ["sh", "-n", p],

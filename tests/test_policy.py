@@ -250,7 +250,17 @@ def test_the_deploy_key_is_bound_to_the_deploy_host():
     set_file(run, "web1", path, re.sub(r'from="[^"]*",', "", file_of(run, "web1", path)))
     assert messages(run, "deploy-key-bound") == [
         "gateway: the deploy key (converge) is accepted from 0.0.0.0/0, not only 203.0.113.50",
-        "web1: the deploy key (converge) has no from= option; bind it to 10.0.1.12",
+        "web1: the deploy key (converge) has no from= option; bind it to 10.0.1.254",
+    ]
+
+
+def test_the_deploy_key_on_a_lan_host_is_not_accepted_from_the_gateways_own_address():
+    # Every member's jumped session arrives from the gateway's LAN address: the previous design.
+    run = fresh("prod")
+    path = "/etc/ssh/authorized_keys/deploy"
+    set_file(run, "bw1", path, file_of(run, "bw1", path).replace('from="10.0.1.254"', 'from="10.0.1.12"'))
+    assert messages(run, "deploy-key-bound") == [
+        "bw1: the deploy key (converge) is accepted from 10.0.1.12, not only 10.0.1.254",
     ]
 
 

@@ -222,7 +222,9 @@ def test_deploy_key_is_only_usable_from_one_address(stack):
     gw = derive.gateway_name(m)
     for host in m.hosts:
         (line,) = authorized_keys(r, host)["deploy"]
-        source = str(m.access.deploy.source) if host == gw else str(m.hosts[gw].lan_ip)
+        # Not the gateway's LAN address, which every member's jump comes from: its deploy address.
+        source = str(m.access.deploy.source) if host == gw else derive.deploy_address(m)
+        assert source != str(m.hosts[gw].lan_ip)
         assert line.startswith(f'from="{source}",restrict')
         assert line.endswith(m.access.deploy.public_key)
         # Only the bastion forwards (that is what jumping through it is).
@@ -259,9 +261,23 @@ def test_firewall_drops_inbound_and_allows_ssh_only_from_the_gateway(stack):
         else:
             # The backup target also lets in each borg client (forced to `borg serve`).
             clients = backup.clients(m) if host == backup.target_name(m) else []
-            assert [rule["source"] for rule in ssh] == [f"{m.hosts[h].lan_ip}/32" for h in [gw, *clients]]
+            # Members jump from the gateway's LAN address; the deploy user's jumps leave from its deploy address.
+            jumps = [f"{m.hosts[gw].lan_ip}/32", f"{derive.deploy_address(m)}/32"]
+            assert [rule["source"] for rule in ssh] == jumps + [f"{m.hosts[h].lan_ip}/32" for h in clients]
         # A firewall rule needs the VM to exist first.
         assert child(r, host, VM).urn in child(r, host, FW_RULES).dependencies
+
+
+@pytest.mark.parametrize("stack", STACKS)
+def test_the_gateways_lan_nic_may_send_from_its_deploy_address_and_its_lan_address_only(stack):
+    m, r = model(stack), run(stack)
+    gw = derive.gateway_name(m)
+    sets = [res for res in r.resources if res.type == "proxmoxve:firewall/ipsetLegacy:IpsetLegacy"]
+    assert [s.inputs["name"] for s in sets] == ["ipfilter-net0"]
+    (ipset,) = sets
+    assert ipset.inputs["vmId"] == m.hosts[gw].vm_id and ipset.inputs["nodeName"] == m.hosts[gw].node
+    assert [c["name"] for c in ipset.inputs["cidrs"]] == [str(m.hosts[gw].lan_ip), derive.deploy_address(m)]
+    assert child(r, gw, VM).urn in ipset.dependencies
 
 
 @pytest.mark.parametrize("stack", STACKS)
