@@ -40,7 +40,7 @@ test:
 
 # The fuzz suite with its long profile (thousands of examples per property; `make test` runs the short one).
 fuzz:
-	HYPHA_FUZZ_PROFILE=fuzz $(PY) -m pytest -q tests/test_fuzz.py
+	HYPHA_FUZZ_PROFILE=fuzz HYPHA_INJECTION_ROUNDS=0 $(PY) -m pytest -q tests/test_fuzz.py tests/test_injection.py
 
 bench:
 	$(PY) bench/plan_scale.py
