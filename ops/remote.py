@@ -199,7 +199,11 @@ class Session:
             target = (str(stack.hosts[host].lan_ip), 22)
 
             def through_jump() -> paramiko.SSHClient:
-                channel = jump.get_transport().open_channel("direct-tcpip", target, ("127.0.0.1", 0), timeout=timeout)
+                # A jump channel is a channel on a live connection too (CHANNEL_TIMEOUT, not the dial's):
+                # the bastion's sshd answers it only once its TCP connection to the host is up, which
+                # took over 10 s in a full CI run with a monitoring host busy beside the other labs.
+                channel = jump.get_transport().open_channel("direct-tcpip", target, ("127.0.0.1", 0),
+                                                            timeout=max(timeout, CHANNEL_TIMEOUT))
                 return self._connect(target[0], user, key, timeout, sock=channel, label=host)
 
             self.client = self._dial(through_jump)
