@@ -480,6 +480,11 @@ def _address_from_text(parse: Callable[[str], Any], what: str, example: str) -> 
                 f"{shown(value)} is {_what(value)}, not an {what}; write it as text in quotes, e.g. \"{example}\""
             )
         no_control(value)
+        # Python reads `addr%anything` as an IPv6 address with a scope id (a zone), and str() gives
+        # the zone back: free text (`%n;touch x`) riding on an address into zones, firewalls and
+        # units. No address here is link-local, so no zone is ever meant.
+        if "%" in value:
+            raise ValueError(f"{shown(value)} is not an {what}: it has a zone (%...); write the address without it")
         try:
             return parse(value)
         except ValueError as exc:

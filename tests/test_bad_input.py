@@ -532,6 +532,11 @@ CASES = [
          "access.deploy.source", "0 is a number, not an IPv4 address", "write it as text in quotes"),
     case("lan-ip-given-as-an-integer", setting("hosts.bw1.lan_ip", 167772429),
          "hosts.bw1.lan_ip", "is a number, not an IPv4 address"),
+    # Found by the injection test: Python keeps an IPv6 zone (`%...`) as free text on the address.
+    case("ipv6-address-with-a-shell-zone", setting("hosts.web1.public_ipv6", "2001:db8:1::11%n${IFS}&&touch${IFS}x"),
+         "hosts.web1.public_ipv6", "it has a zone (%...)", "write the address without it"),
+    case("ipv6-gateway-with-a-zone", setting("network.public.ipv6_gateway", "2001:db8:1::1%eth0"),
+         "network.public.ipv6_gateway", "it has a zone (%...)"),
     case("boolean-given-as-yes", setting("site.on_boot", "yes"),
          "site.on_boot", "'yes' is text, not a boolean", "write true or false"),
     case("vcpu-ratio-infinite", setting("proxmox.nodes.kvm1.vcpu_ratio", float("inf")),
