@@ -9,15 +9,12 @@ from pulumi.runtime.config import CONFIG, get_config_env, is_config_secret
 
 from spec.errors import ConfigError
 from spec.load import PROJECT, ROOT, build_stack, namespace_problem, spelling_problems
-from spec.secrets import clear_text_secrets_from_engine
+from spec.secrets import PROJECT_SECRET_KEYS, clear_text_secrets_from_engine
 from spec.model import Stack
 
-# Project keys that are secrets: read as Pulumi secret Outputs below, never part of the model.
-SECRET_KEYS = (
-    "deployPrivateKey",
-    # Monitoring (components/monitoring.py): SMTP login, Matrix webhook URL, pve-exporter token, UI logins.
-    "alertSmtpPassword", "alertMatrixWebhookUrl", "pveExporterToken", "monitoringUiPasswordHashes",
-)
+# Project keys that are secrets: read as Pulumi secret Outputs below, never part of the model. One
+# list, in spec/secrets.py, which also refuses them given in clear.
+SECRET_KEYS = PROJECT_SECRET_KEYS
 
 
 def _project_keys() -> set[str]:

@@ -12,8 +12,8 @@ from typing import Any
 from .errors import Problem
 
 PROJECT = "hypha-infra"
-# Keys of this project read with require_secret (components/config.py SECRET_KEYS; a test holds
-# the two lists equal) and the providers' own secret keys.
+# Keys of this project read with require_secret (components/config.py reads this list) and the
+# providers' own secret keys.
 PROJECT_SECRET_KEYS = (
     "deployPrivateKey",
     "alertSmtpPassword",
