@@ -69,10 +69,10 @@ class HostBootstrap(pulumi.ComponentResource):
         # (:96-97). ProxyConnection has the same field (proxyConnection.go:21, connectionBase).
 
         def to_gateway() -> remote.ConnectionArgs:
+            """A LAN host's readiness probe, straight to the gateway with the bastion leg's budget."""
             return remote.ConnectionArgs(
                 host=derive.gateway_address(stack), user=user, private_key=args.private_key,
-                dial_error_limit=PROXY_DIAL_ERROR_LIMIT if not is_gateway else DIAL_ERROR_LIMIT,
-                host_key=args.host_keys[gateway],
+                dial_error_limit=PROXY_DIAL_ERROR_LIMIT, host_key=args.host_keys[gateway],
             )
 
         def connect(pin: pulumi.Input[str]) -> remote.ConnectionArgs:
