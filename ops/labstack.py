@@ -6,6 +6,7 @@ lab proves is what production runs.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import ipaddress
 from dataclasses import dataclass, field
@@ -405,20 +406,15 @@ def web_lab_stack(
     )
 
 
+@contextlib.contextmanager
 def converged_lab(prefix: str, base: str, hosts: tuple[str, ...], members: tuple[str, ...],
                   front: ipaddress.IPv4Network, lan: ipaddress.IPv4Network, vpn: ipaddress.IPv4Network):
-    """A lab of `hosts` (the first is the gateway) booted and converged from `base`'s config, as a
-    context manager yielding (lab, LabStack); every first converge must have passed."""
-    import contextlib
+    """A lab of `hosts` (the first is the gateway) booted and converged from `base`'s config, yielding
+    (lab, LabStack); every first converge must have passed."""
+    from ops.lab import Lab, layout  # ops.lab imports this module
 
-    from ops.lab import Lab, layout
-
-    @contextlib.contextmanager
-    def run():
-        ls = lab_stack(base, hosts=hosts, members=members, front=front, lan=lan, vpn=vpn)
-        with Lab(prefix, layout(hosts[0], hosts[1:], front=str(front), lan=str(lan)), front=str(front), lan=str(lan)) as lab:
-            for h, r in boot_and_converge(lab, ls).items():
-                assert r.ok, f"{h}: {r.stdout}{r.stderr}"
-            yield lab, ls
-
-    return run()
+    ls = lab_stack(base, hosts=hosts, members=members, front=front, lan=lan, vpn=vpn)
+    with Lab(prefix, layout(hosts[0], hosts[1:], front=str(front), lan=str(lan)), front=str(front), lan=str(lan)) as lab:
+        for h, r in boot_and_converge(lab, ls).items():
+            assert r.ok, f"{h}: {r.stdout}{r.stderr}"
+        yield lab, ls
