@@ -18,7 +18,7 @@ from components.host_bootstrap import HostBootstrap, HostBootstrapArgs  # noqa: 
 from components.host_keys import HostKeys  # noqa: E402
 from components.proxmox_vm import ProxmoxVm, ProxmoxVmArgs  # noqa: E402
 from render.converge import converge_script, late_names  # noqa: E402
-from spec import derive  # noqa: E402
+from model import derive  # noqa: E402
 
 # Validates everything first: a bad config raises here, before any resource is registered.
 stack = stack_from_config()

@@ -36,7 +36,7 @@ from ops.labstack import LabStack, lab_stack  # noqa: E402
 from ops.remote import PINS, converge  # noqa: E402
 from render.converge import converge_script  # noqa: E402
 from render.host import PEOPLE_GROUP, HostPlan, host_plan  # noqa: E402
-from spec import derive  # noqa: E402
+from model import derive  # noqa: E402
 
 ANSIBLE_CORE = "2.19.14"  # the newest ansible-core whose controller runs on Python 3.11
 ANSIBLE_VENV = Path("/tmp/hypha-bench-ansible-venv")

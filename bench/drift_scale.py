@@ -26,7 +26,7 @@ from ops.drift import check  # noqa: E402
 from ops.lab import Lab, available, layout  # noqa: E402
 from ops.labstack import LabStack, lab_stack  # noqa: E402
 from ops.remote import PINS, converge  # noqa: E402
-from spec.load import read_stack_config  # noqa: E402
+from model.load import read_stack_config  # noqa: E402
 
 PREFIX = "hds"
 FRONT = ipaddress.ip_network("10.213.100.0/24")

@@ -4,7 +4,7 @@ and a 100,000-alias chain, each measured in a fresh interpreter.
     .venv/bin/python bench/load_scale.py [--quick]      (or `make bench`)
 
 Targets: the CSV in ≤ 2 s and ≤ 150 MB peak (ru_maxrss of the process, interpreter included), the
-alias chain in ≤ 2 s; times judged in CPU seconds, wall time printed beside them. The stack file is timed from its bytes: read, parse, validate (spec.load.load_stack).
+alias chain in ≤ 2 s; times judged in CPU seconds, wall time printed beside them. The stack file is timed from its bytes: read, parse, validate (model.load.load_stack).
 `--quick` runs small sizes (a test runs it so the bench cannot rot). Figures only: it exits 0 unless a
 measurement itself failed, and says plainly when a target is missed.
 """
@@ -41,7 +41,7 @@ def _write_stack(root: Path, hosts: int) -> int:
     import yaml
 
     from bench.stackgen import generate
-    from spec.load import PROJECT
+    from model.load import PROJECT
 
     shutil.copy(ROOT / "Pulumi.yaml", root / "Pulumi.yaml")
     raw = generate(hosts)
@@ -66,7 +66,7 @@ def child(case: str, size: int) -> dict:
     work = Path(tempfile.mkdtemp(prefix="hypha-bench-load-"))
     try:
         if case == "stack":
-            from spec.load import load_stack
+            from model.load import load_stack
 
             nbytes = _write_stack(work, size)
             base = _maxrss_mb()

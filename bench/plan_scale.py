@@ -19,7 +19,7 @@ sys.path.insert(0, str(ROOT))
 
 from bench.stackgen import generate  # noqa: E402
 from ops.mockrun import run_stack  # noqa: E402
-from spec.load import build_stack  # noqa: E402
+from model.load import build_stack  # noqa: E402
 
 SIZES = (10, 100, 500)
 REPEATS = {10: 3, 100: 3, 500: 1}

@@ -18,8 +18,8 @@ import pulumi_proxmoxve as pve
 import pulumi_random as random
 import pulumi_tls as tls
 
-from spec import backup as spec
-from spec.model import Stack
+from model import backup as backup_model
+from model.stack import Stack
 
 PASSPHRASE_LENGTH = 48
 
@@ -75,7 +75,7 @@ class Backups(pulumi.ComponentResource):
     def late_value(self, name: str) -> pulumi.Output[str]:
         """The value behind a `borg/...` placeholder, always a Pulumi secret (public keys excepted)."""
         parts = name.split("/")
-        clients = spec.clients(self.stack)
+        clients = backup_model.clients(self.stack)
         if len(parts) == 3 and parts[1] == "passphrase" and parts[2] in clients:
             return pulumi.Output.secret(self.passphrase(parts[2]).result)
         if len(parts) == 3 and parts[1] == "ssh-key" and parts[2] in clients:
@@ -88,6 +88,6 @@ class Backups(pulumi.ComponentResource):
 
     def offsite_public_key(self) -> Optional[pulumi.Output[str]]:
         """The public half of the target's offsite key (for the offsite server's authorized_keys), if any."""
-        if self.stack.backup is None or self.stack.backup.offsite is None or not spec.clients(self.stack):
+        if self.stack.backup is None or self.stack.backup.offsite is None or not backup_model.clients(self.stack):
             return None
         return self.key("offsite").public_key_openssh.apply(lambda s: s.strip())

@@ -18,8 +18,8 @@ from typing import Optional
 import pulumi
 import pulumi_proxmoxve as pve
 
-from spec import derive
-from spec.model import Stack
+from model import derive
+from model.stack import Stack
 
 
 class ClusterFirewall(pulumi.ComponentResource):

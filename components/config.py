@@ -7,13 +7,13 @@ import json
 import pulumi
 from pulumi.runtime.config import CONFIG, get_config_env, is_config_secret
 
-from spec.errors import ConfigError
-from spec.load import PROJECT, ROOT, build_stack, namespace_problem, spelling_problems
-from spec.secrets import PROJECT_SECRET_KEYS, clear_text_secrets_from_engine
-from spec.model import Stack
+from model.errors import ConfigError
+from model.load import PROJECT, ROOT, build_stack, namespace_problem, spelling_problems
+from model.secrets import PROJECT_SECRET_KEYS, clear_text_secrets_from_engine
+from model.stack import Stack
 
 # Project keys that are secrets: read as Pulumi secret Outputs below, never part of the model. One
-# list, in spec/secrets.py, which also refuses them given in clear.
+# list, in model/secrets.py, which also refuses them given in clear.
 SECRET_KEYS = PROJECT_SECRET_KEYS
 
 

@@ -7,8 +7,8 @@ from typing import Mapping, Optional
 
 import pulumi
 
-from spec import derive
-from spec.model import Stack
+from model import derive
+from model.stack import Stack
 
 from .proxmox_vm import ProxmoxVm, ProxmoxVmArgs
 

@@ -12,8 +12,8 @@ from pulumi_command import remote
 from render.converge import fill, late_names, script_digest
 from render.hostkeys import rotation_script
 from render.readiness import readiness_script
-from spec import derive
-from spec.model import Stack
+from model import derive
+from model.stack import Stack
 
 # A fresh VM needs a while before cloud-init has made the deploy user; keep dialling. pulumi-command
 # 1.2.1 (provider/pkg/provider/remote/connection.go) waits 100 ms, x1.5 per try, at most 5 s

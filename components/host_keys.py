@@ -22,7 +22,7 @@ import pulumi
 import pulumi_tls as tls
 
 from render import hostkeys
-from spec.model import Stack
+from model.stack import Stack
 
 
 def key_resource_name(host: str, kind: str, generation: int = 0) -> str:

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pulumi
 
 from render import monitoring as render_monitoring
-from spec.load import PROJECT
-from spec.model import Stack
+from model.load import PROJECT
+from model.stack import Stack
 
 # Pulumi secrets (`pulumi config set --secret <key>`) this module reads, each only when the
 # monitoring section needs it: SMTP login, Matrix webhook URL, pve-exporter token, UI logins.

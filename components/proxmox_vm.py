@@ -9,8 +9,8 @@ import pulumi
 import pulumi_proxmoxve as pve
 
 from render.cloud_init import user_data
-from spec import derive
-from spec.model import Stack
+from model import derive
+from model.stack import Stack
 
 # Debian 12 guests; the Proxmox default CPU model (kvm64) lacks AES-NI and x86-64-v2.
 CPU_TYPE = "x86-64-v2-AES"
@@ -169,7 +169,7 @@ class ProxmoxVm(pulumi.ComponentResource):
             # ipfilter=True above is "an empty ipfilter-net<id> ipset for every interface"; the provider
             # documents configured addresses as added implicitly for containers only
             # (pulumi_proxmoxve/firewall/options_legacy.py:44-48), and a second address is no configured
-            # one anyway. The gateway sends from a second LAN address (the deploy address, spec/derive.py
+            # one anyway. The gateway sends from a second LAN address (the deploy address, model/derive.py
             # deploy_address), so its LAN NIC's set names both, explicitly
             # (pulumi_proxmoxve/firewall/ipset_legacy.py:232, a VM-level IPSet named ipfilter-net0).
             pve.firewall.IpsetLegacy(

@@ -15,7 +15,7 @@ import time
 from dataclasses import dataclass, field
 
 from ops.labstack import LabStack, lab_stack, ssh_keypair
-from spec.load import build_stack
+from model.load import build_stack
 
 OFFSITE_HOST = "off"
 OFFSITE_USER = "offsite"

@@ -1,11 +1,11 @@
-"""The config reference in README.md: generated from the pydantic models in spec/model.py, nowhere else.
+"""The config reference in README.md: generated from the pydantic models in model/stack.py, nowhere else.
 
     python -m ops.docs            print the reference
     python -m ops.docs --write    replace the reference block in README.md (`make docs`)
     python -m ops.docs --check    exit 1 when README.md's block differs from the models
 
 Everything in the tables (key, type, default, description) comes from the models' fields, so a
-field added or changed in spec/model.py changes the reference and nothing else has to be edited.
+field added or changed in model/stack.py changes the reference and nothing else has to be edited.
 """
 
 from __future__ import annotations
@@ -21,9 +21,9 @@ import annotated_types
 from pydantic import BaseModel
 from pydantic.fields import FieldInfo
 
-from spec.load import PROJECT, ROOT
-from spec.model import MAP_SECTIONS, SECTIONS, Stack
-from spec.types import kind_of
+from model.load import PROJECT, ROOT
+from model.stack import MAP_SECTIONS, SECTIONS, Stack
+from model.types import kind_of
 
 README = ROOT / "README.md"
 START = "<!-- config-reference:start -->"
@@ -60,7 +60,7 @@ def type_name(annotation: Any) -> str:
     annotation, _ = _without_none(annotation)
     origin = get_origin(annotation)
     if origin is Annotated:
-        # A spec/types.py type: its Kind says what the value is (e.g. `email address`).
+        # A model/types.py type: its Kind says what the value is (e.g. `email address`).
         return kind_of(list(annotation.__metadata__)) or type_name(get_args(annotation)[0])
     if annotation in _NAMES:
         return _NAMES[annotation]
@@ -199,7 +199,7 @@ def reference(
     sections = SECTIONS if sections is None else sections
     map_sections = MAP_SECTIONS if map_sections is None else map_sections
     lines = [
-        "<!-- Generated from spec/model.py by `python -m ops.docs`; edit the models, then run `make docs`. -->",
+        "<!-- Generated from model/stack.py by `python -m ops.docs`; edit the models, then run `make docs`. -->",
         "",
         f"Each section is one Pulumi config key, `{PROJECT}:<section>`, set in `Pulumi.<stack>.yaml` "
         "(or under `config:` in `Pulumi.yaml` for values both stacks share). "
@@ -240,7 +240,7 @@ def stale(readme: str, text: str) -> Optional[str]:
         return str(exc)
     if block.strip("\n") != text.strip("\n"):
         return (
-            "README.md's config reference differs from spec/model.py; "
+            "README.md's config reference differs from model/stack.py; "
             f"run `{FIX_COMMAND}` and commit README.md"
         )
     return None

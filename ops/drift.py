@@ -39,8 +39,8 @@ from dataclasses import asdict, dataclass, field
 from typing import Optional
 
 from render.host import AUTHORIZED_KEYS_DIR, HostPlan, host_plan
-from spec import derive
-from spec.model import Stack
+from model import derive
+from model.stack import Stack
 
 from .remote import CONNECT_TIMEOUT, HostKeyError, Pins, Session, _pkey, pins_for
 
@@ -375,8 +375,8 @@ def read_key(path: Optional[str]) -> str:
 def main(argv: Optional[list[str]] = None) -> int:
     import yaml
 
-    from spec.errors import ConfigError
-    from spec.load import build_stack, load_stack
+    from model.errors import ConfigError
+    from model.load import build_stack, load_stack
 
     parser = argparse.ArgumentParser(prog="ops drift", description=__doc__.split("\n")[0])
     parser.add_argument("--stack", required=True, help="stack name: Pulumi.<stack>.yaml")

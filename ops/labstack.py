@@ -15,8 +15,8 @@ from pathlib import Path
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519, rsa, x25519
 
-from spec.load import build_stack, read_stack_config
-from spec.model import Stack
+from model.load import build_stack, read_stack_config
+from model.stack import Stack
 
 # Lab-own ranges, never used by committed config and never routed off this machine.
 FRONT = ipaddress.ip_network("10.213.0.0/24")
@@ -214,7 +214,7 @@ def boot_and_converge(lab, ls: LabStack) -> dict:
     import time
 
     from ops.remote import LATE, PINS, converge
-    from spec import derive
+    from model import derive
 
     hosts = list(ls.stack.hosts)
     for h in hosts:  # RSA 4096 takes a while: made before the parallel boots, not in them

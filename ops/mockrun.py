@@ -23,7 +23,7 @@ from pulumi.runtime.config import set_all_config
 from pulumi.runtime.stack import run_pulumi_func
 from pulumi.runtime.sync_await import _sync_await
 
-from spec.load import PROJECT, ROOT, read_stack_config
+from model.load import PROJECT, ROOT, read_stack_config
 
 MAIN = ROOT / "__main__.py"
 
@@ -247,7 +247,7 @@ def run_stack(
 ) -> Run:
     """Run __main__.py for `stack` with `raw` config (default: the stack files) and record everything.
 
-    Raises whatever the program raises, e.g. spec.errors.ConfigError for bad config; by then
+    Raises whatever the program raises, e.g. model.errors.ConfigError for bad config; by then
     nothing has been registered, which the tests check through `last_run`.
     `tls_keys`: tls.PrivateKey outputs by resource name (`tls_outputs`), in place of the mocks' own
     keys; a lab passes the host keys it delivers, so the commands pin what its hosts answer with.

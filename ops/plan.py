@@ -18,10 +18,10 @@ import traceback
 from collections import Counter, defaultdict
 from typing import Any
 
-from spec import derive
-from spec.capacity import usage
-from spec.errors import ConfigError
-from spec.load import build_stack, read_stack_config
+from model import derive
+from model.capacity import usage
+from model.errors import ConfigError
+from model.load import build_stack, read_stack_config
 
 from .mockrun import Run, run_stack
 

@@ -32,7 +32,7 @@ from pulumi_policy import EnforcementLevel
 from pulumi_policy.policy import _PolicyAnalyzerServicer
 
 from policy.policies import DEFAULT_LEVEL, PACK_NAME, POLICIES
-from spec.load import ROOT
+from model.load import ROOT
 
 from .mockrun import Run, pulumi_config
 
@@ -256,8 +256,8 @@ def format_report(report: Report) -> str:
 
 
 def main(argv: Optional[list[str]] = None) -> int:
-    from spec.errors import ConfigError
-    from spec.load import read_stack_config
+    from model.errors import ConfigError
+    from model.load import read_stack_config
 
     from .mockrun import run_stack
 

@@ -30,8 +30,8 @@ from typing import Optional
 import paramiko
 
 from render.converge import converge_script, fill, late_names
-from spec import derive
-from spec.model import Stack
+from model import derive
+from model.stack import Stack
 
 CONNECT_TIMEOUT = 10.0
 # Opening a channel on a live connection: quick on a quiet host, but with several labs sharing two
@@ -309,7 +309,7 @@ def can_login(stack: Stack, host: str, user: str, private_key: str, pins: Option
 
 
 def main(argv: Optional[list[str]] = None) -> int:
-    from spec.load import load_stack
+    from model.load import load_stack
 
     parser = argparse.ArgumentParser(prog="ops.remote", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="cmd", required=True)
@@ -324,7 +324,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     if args.stack_file:
         import yaml
 
-        from spec.load import build_stack
+        from model.load import build_stack
 
         with open(args.stack_file, encoding="utf-8") as fh:
             stack = build_stack(yaml.safe_load(fh), args.stack)

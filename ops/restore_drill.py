@@ -22,8 +22,8 @@ import time
 from typing import Optional
 
 from render import backup as rb
-from spec import backup as spec
-from spec.model import Stack
+from model import backup as backup_model
+from model.stack import Stack
 
 RESTORED_DIR = f"{rb.STATE_DIR}/restored"
 DRILL_UNIT = "hypha-borg-drill.service"
@@ -55,8 +55,8 @@ def _session(stack: Stack, host: str, key: str, user: str):
 
 
 def _target(stack: Stack) -> str:
-    target = spec.target_name(stack)
-    if target is None or not spec.clients(stack):
+    target = backup_model.target_name(stack)
+    if target is None or not backup_model.clients(stack):
         raise SystemExit(f"stack {stack.site.stack!r} has no backup target with clients (the `backup` section)")
     return target
 
@@ -105,7 +105,7 @@ def _size(n: int) -> str:
 def report(stack: Stack, status: Optional[dict], now: Optional[float] = None) -> tuple[str, int]:
     """The drill status as a per-host report, and the exit code (0 all passed, 1 a failure, 2 no drill yet)."""
     now = time.time() if now is None else now
-    target = spec.target_name(stack)
+    target = backup_model.target_name(stack)
     if status is None:
         return (f"No restore drill has run on {target} (stack {stack.site.stack}) yet: "
                 f"no {rb.DRILL_STATUS}. Run it with --run.\n", 2)
@@ -117,7 +117,7 @@ def report(stack: Stack, status: Optional[dict], now: Optional[float] = None) ->
         "",
         f"  {'host':<12} {'result':<7} {'latest archive':<34} {'canary age':>12} {'restored':>22}  last success",
     ]
-    expected = spec.clients(stack)
+    expected = backup_model.clients(stack)
     for name in sorted(set(expected) | set(repos)):
         r = repos.get(name)
         if r is None:
@@ -147,8 +147,8 @@ def restore(src: Stack, host: str, dst: Stack, dst_host: str, key: str, user: st
     Unpacked under RESTORED_DIR/<src stack>-<host>-<time> unless `into` is given (e.g. `/` to put the
     files back in place, with the service stopped).
     """
-    if host not in spec.clients(src):
-        raise SystemExit(f"{host!r} is not a backup client of stack {src.site.stack!r}; clients: {', '.join(spec.clients(src))}")
+    if host not in backup_model.clients(src):
+        raise SystemExit(f"{host!r} is not a backup client of stack {src.site.stack!r}; clients: {', '.join(backup_model.clients(src))}")
     if dst_host not in dst.hosts:
         raise SystemExit(f"{dst_host!r} is not a host of stack {dst.site.stack!r}")
     target = _target(src)
@@ -211,7 +211,7 @@ def _pipe(src, src_cmd: str, dst, dst_cmd: str, timeout: float = 6 * 3600) -> No
 
 
 def main(argv: Optional[list[str]] = None) -> int:
-    from spec.load import load_stack
+    from model.load import load_stack
 
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] == "restore":

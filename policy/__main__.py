@@ -7,7 +7,7 @@ live in policies.py, where the tests and the offline harness (ops/policy_check.p
 import os
 import sys
 
-# The engine starts the pack from policy/; `policy.*` and spec/ resolve from the repository root.
+# The engine starts the pack from policy/; `policy.*` and model/ resolve from the repository root.
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from pulumi_policy import PolicyPack  # noqa: E402

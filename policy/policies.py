@@ -189,10 +189,10 @@ def deploy_key_bound(args: StackValidationArgs, report: ReportViolation) -> None
     stack = stack_model()
     deploy_blob = stack.access.deploy.public_key.split()[1]
     views = hosts(args.resources)
-    from spec import derive
+    from model import derive
 
     # Not the gateway's LAN address: every member's jumped session arrives from that one. The deploy
-    # user's alone leave from the deploy address (spec/derive.py deploy_address).
+    # user's alone leave from the deploy address (model/derive.py deploy_address).
     deploy_address = derive.deploy_address(stack)
     for name, view in sorted(views.items()):
         urn = view.vm.urn if view.vm else None
@@ -227,7 +227,7 @@ def deploy_key_bound(args: StackValidationArgs, report: ReportViolation) -> None
 
 
 def data_vms_protected_backed_up_monitored(args: StackValidationArgs, report: ReportViolation) -> None:
-    from spec import derive
+    from model import derive
 
     stack = stack_model()
     views = hosts(args.resources)
@@ -318,7 +318,7 @@ def staging_vpn_only(args: ResourceValidationArgs, report: ReportViolation) -> N
 
 @dataclass
 class _Asked:
-    """What one VM resource asks of its node, in the shape spec.capacity.usage reads."""
+    """What one VM resource asks of its node, in the shape model.capacity.usage reads."""
 
     node: str
     cores: int
@@ -328,7 +328,7 @@ class _Asked:
 
 
 def node_capacity(args: StackValidationArgs, report: ReportViolation) -> None:
-    from spec.capacity import usage
+    from model.capacity import usage
 
     proxmox = stack_model().proxmox
     asked = {}

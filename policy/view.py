@@ -3,7 +3,7 @@
 The pack judges what the program registers, not the config it came from: a host's files are read
 back out of its converge command's stdin and its cloud-init snippet, exactly as they reach the VM.
 Facts that only config holds (who the admins are, the node sizes, the VM id range) come from the
-stack config the engine hands the pack (`pulumi.Config`), through spec/ so nothing is parsed twice.
+stack config the engine hands the pack (`pulumi.Config`), through model/ so nothing is parsed twice.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from typing import Any, Iterable, Optional
 
 import yaml
 
-# The pack runs from policy/ (its own process under the engine); spec/ lives one level up.
+# The pack runs from policy/ (its own process under the engine); model/ lives one level up.
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
@@ -210,14 +210,14 @@ def stack_raw() -> dict[str, Any]:
 
 
 def stack_model():
-    """The validated stack model (spec/), built from the config the engine handed the pack."""
+    """The validated stack model (model/), built from the config the engine handed the pack."""
     raw = stack_raw()
     return _model(yaml.safe_dump(raw, sort_keys=True), (raw.get("site") or {}).get("stack", ""))
 
 
 @lru_cache(maxsize=8)
 def _model(raw_yaml: str, name: str):
-    from spec.load import build_stack
+    from model.load import build_stack
 
     return build_stack(yaml.safe_load(raw_yaml), name)
 

@@ -8,15 +8,15 @@ from __future__ import annotations
 
 import json
 
-from spec import backup as spec
-from spec.model import Stack
+from model import backup as backup_model
+from model.stack import Stack
 
 from . import hostkeys, metrics
 from .host import HostPlan, ManagedFile, late
 from . import quote
 from .templates import TEMPLATES, render, render_shell
 
-BORG_USER = spec.BORG_USER
+BORG_USER = backup_model.BORG_USER
 STATE_DIR = "/var/lib/hypha-backup"
 TOOLS_DIR = "/usr/local/lib/hypha-backup"
 
@@ -63,10 +63,10 @@ ARCHIVE_TIME_SLACK_SECONDS = 600
 
 def late_names_for(stack: Stack, host: str) -> list[str]:
     """The `borg/...` late values a host's files need (for docs and tests)."""
-    if host in spec.clients(stack):
+    if host in backup_model.clients(stack):
         return [f"borg/passphrase/{host}", f"borg/ssh-key/{host}"]
-    if host == spec.target_name(stack) and spec.clients(stack):
-        names = [f"borg/passphrase/{c}" for c in spec.clients(stack)] + [f"borg/ssh-pubkey/{c}" for c in spec.clients(stack)]
+    if host == backup_model.target_name(stack) and backup_model.clients(stack):
+        names = [f"borg/passphrase/{c}" for c in backup_model.clients(stack)] + [f"borg/ssh-pubkey/{c}" for c in backup_model.clients(stack)]
         if stack.backup.offsite is not None:
             names.append("borg/offsite/ssh-key")
         return names
@@ -79,24 +79,24 @@ def target_unit(job: str) -> str:
 
 
 def repository_url(stack: Stack, client: str) -> str:
-    target = spec.target_name(stack)
-    return f"ssh://{BORG_USER}@{stack.hosts[target].lan_ip}{spec.repository(stack, client)}"
+    target = backup_model.target_name(stack)
+    return f"ssh://{BORG_USER}@{stack.hosts[target].lan_ip}{backup_model.repository(stack, client)}"
 
 
 def dump_paths(stack: Stack, host: str) -> list[str]:
     """Where borgmatic 1.7 puts each database dump inside an archive (root's ~/.borgmatic, local socket)."""
     return [
-        f"root/.borgmatic/{spec.DUMP_HOOKS[db.engine]}/localhost/{db.name}"
-        for _svc, db in spec.client_databases(stack, host)
-        if db.engine in spec.DUMP_HOOKS
+        f"root/.borgmatic/{backup_model.DUMP_HOOKS[db.engine]}/localhost/{db.name}"
+        for _svc, db in backup_model.client_databases(stack, host)
+        if db.engine in backup_model.DUMP_HOOKS
     ]
 
 
 def borgmatic_config(stack: Stack, host: str) -> str:
     """The client's borgmatic 1.7 config; the passphrase is read from a root-only file, never inlined."""
     dbs: dict[str, list[dict]] = {}
-    for _svc, db in spec.client_databases(stack, host):
-        hook = spec.DUMP_HOOKS[db.engine]
+    for _svc, db in backup_model.client_databases(stack, host):
+        hook = backup_model.DUMP_HOOKS[db.engine]
         entry = {"name": db.name}
         if hook == "postgresql_databases":
             # Debian's PostgreSQL trusts the postgres account over the local socket (peer auth);
@@ -108,8 +108,8 @@ def borgmatic_config(stack: Stack, host: str) -> str:
     return render(
         "backup_client/borgmatic.yaml.j2",
         host=host,
-        target=spec.target_name(stack),
-        sources=[CANARY_DIR, *spec.client_paths(stack, host)],
+        target=backup_model.target_name(stack),
+        sources=[CANARY_DIR, *backup_model.client_paths(stack, host)],
         repository=repository_url(stack, host),
         excludes=stack.backup.exclude_patterns,
         passphrase_file=CLIENT_PASSPHRASE,
@@ -131,10 +131,10 @@ def ssh_command() -> str:
 
 def backup_client(stack: Stack, host: str, plan: HostPlan) -> None:
     """borgmatic on every host that holds data (all but the target): config, secrets, hook, timer."""
-    if host not in spec.clients(stack):
+    if host not in backup_model.clients(stack):
         return
     b = stack.backup
-    target = spec.target_name(stack)
+    target = backup_model.target_name(stack)
     plan.files += [
         ManagedFile(BORGMATIC_CONFIG, borgmatic_config(stack, host), mode="0600", check="borgmatic"),
         ManagedFile(CLIENT_PASSPHRASE, late(f"borg/passphrase/{host}") + "\n", mode="0600"),
@@ -173,7 +173,7 @@ def backup_client(stack: Stack, host: str, plan: HostPlan) -> None:
 def client_finish_step(stack: Stack, host: str) -> quote.Shell:
     """Debian's own borgmatic.timer off (it would prune from the client); the repository made once the target answers."""
     return render_shell("backup_client/finish.sh.j2", config=BORGMATIC_CONFIG, encryption=ENCRYPTION,
-                  target=spec.target_name(stack), unit=CLIENT_UNIT)
+                  target=backup_model.target_name(stack), unit=CLIENT_UNIT)
 
 
 # --- target ------------------------------------------------------------------------------------------
@@ -182,10 +182,10 @@ def client_finish_step(stack: Stack, host: str) -> quote.Shell:
 def authorized_keys(stack: Stack) -> str:
     """One line per client: only from its LAN address, only `borg serve` append-only on its own repository."""
     lines = ["# Managed by hypha-infra; edits are overwritten. One line per backup client.\n"]
-    for c in spec.clients(stack):
+    for c in backup_model.clients(stack):
         # The command runs through the borg user's shell: the path is a shell word inside the option.
-        command = quote.sh_join(["borg", "serve", "--append-only", "--restrict-to-repository", spec.repository(stack, c),
-                                 "--storage-quota", spec.quota(stack.backup, c)])
+        command = quote.sh_join(["borg", "serve", "--append-only", "--restrict-to-repository", backup_model.repository(stack, c),
+                                 "--storage-quota", backup_model.quota(stack.backup, c)])
         options = [quote.authorized_keys_option("from", stack.hosts[c].lan_ip),
                    quote.authorized_keys_option("command", command), "restrict"]
         lines.append(quote.authorized_keys_line(late(f"borg/ssh-pubkey/{c}"), options) + "\n")
@@ -195,13 +195,13 @@ def authorized_keys(stack: Stack) -> str:
 def target_config(stack: Stack, host: str) -> dict:
     b = stack.backup
     repos = {}
-    for c in spec.clients(stack):
+    for c in backup_model.clients(stack):
         repos[c] = {
-            "path": spec.repository(stack, c),
+            "path": backup_model.repository(stack, c),
             "passphrase_file": f"{PASSPHRASE_DIR}/{c}",
-            "quota_bytes": spec.size_bytes(spec.quota(b, c)),
+            "quota_bytes": backup_model.size_bytes(backup_model.quota(b, c)),
             # What the drill expects inside the latest archive (archive paths have no leading /).
-            "expect": sorted({p.lstrip("/") for p in spec.client_paths(stack, c)} | set(dump_paths(stack, c))),
+            "expect": sorted({p.lstrip("/") for p in backup_model.client_paths(stack, c)} | set(dump_paths(stack, c))),
         }
     offsite = None
     if b.offsite is not None:
@@ -238,10 +238,10 @@ def target_config(stack: Stack, host: str) -> dict:
 
 def backup_target(stack: Stack, host: str, plan: HostPlan) -> None:
     """The borg target: the `borg` account, one repository per client, prune, offsite copy, drill, metrics."""
-    if stack.backup is None or host != spec.target_name(stack):
+    if stack.backup is None or host != backup_model.target_name(stack):
         return
     b = stack.backup
-    clients = spec.clients(stack)
+    clients = backup_model.clients(stack)
     plan.files += [
         ManagedFile(AUTHORIZED_KEYS, authorized_keys(stack), check="authorized_keys"),
         ManagedFile(TARGET_CONFIG, json.dumps(target_config(stack, host), indent=2, sort_keys=True) + "\n", check="json"),
@@ -273,7 +273,7 @@ def backup_target(stack: Stack, host: str, plan: HostPlan) -> None:
         ]
         plan.units.append(f"{unit}.timer")
     plan.packages += TARGET_PACKAGES
-    repos = [spec.repository(stack, c) for c in clients]
+    repos = [backup_model.repository(stack, c) for c in clients]
     plan.prepare.append(render_shell(
         "backup_target/prepare.sh.j2", user=BORG_USER, repository_dir=b.repository_dir, repos=repos,
         home=BORG_HOME, state=STATE_DIR, scratch=DRILL_DIR, offsite_dir="/etc/hypha-backup/offsite",

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Mapping
 
-from spec import derive
-from spec.model import Stack
+from model import derive
+from model.stack import Stack
 
 from .host import AUTHORIZED_KEYS_DIR, PEOPLE_GROUP, accounts, access_files
 from .hostkeys import cloud_init_keys

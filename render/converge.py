@@ -7,8 +7,8 @@ import hashlib
 import re
 from typing import Mapping
 
-from spec import derive
-from spec.model import Stack
+from model import derive
+from model.stack import Stack
 
 from .host import PEOPLE_GROUP, HostPlan, host_plan
 from .quote import join_shell

@@ -10,9 +10,9 @@ import re
 from dataclasses import dataclass, field
 from typing import Optional
 
-from spec import derive
-from spec.keys import MIN_RSA_BITS
-from spec.model import Stack
+from model import derive
+from model.keys import MIN_RSA_BITS
+from model.stack import Stack
 
 from . import quote
 from .templates import render
@@ -145,7 +145,7 @@ def access_files(stack: Stack, host: str) -> list[ManagedFile]:
     cloud-init writes exactly these on first boot, so a fresh VM and a converged one agree.
     """
     people = accounts(stack)
-    from spec import backup
+    from model import backup
 
     # Service accounts that log in over SSH too (the borg target's `borg`, forced to `borg serve`).
     users = [a.name for a in people] + [derive.DEPLOY_USER] + backup.ssh_logins(stack, host)

@@ -13,8 +13,8 @@ from __future__ import annotations
 
 from typing import Mapping
 
-from spec import derive
-from spec.model import Stack
+from model import derive
+from model.stack import Stack
 
 from .host import ManagedFile, late
 

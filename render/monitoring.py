@@ -34,9 +34,9 @@ from typing import Optional
 
 import yaml
 
-from spec import derive
-from spec.model import Stack
-from spec.monitoring import (
+from model import derive
+from model.stack import Stack
+from model.monitoring import (
     ALERTMANAGER_PORT,
     BLACKBOX_PORT,
     PROMETHEUS_PORT,
@@ -275,7 +275,7 @@ def _yaml_list(items: list, indent: int) -> str:
 
 def rules(stack: Stack) -> str:
     """The alert rules: thresholds above; the backup clients (who must report) come from the catalog."""
-    from spec import backup as backup_spec
+    from model import backup as backup_spec
 
     from . import backup
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from spec.model import Stack
+from model.stack import Stack
 
 from . import shortlinks
 from .quote import Shell, sh, sh_join

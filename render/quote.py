@@ -1,6 +1,6 @@
 """The one writer per output format for values that land in a file a daemon or a shell reads.
 
-Validation (spec/) decides what a value may be; these writers make sure that whatever it lets
+Validation (model/) decides what a value may be; these writers make sure that whatever it lets
 through means only itself where it lands (defence in depth): a shell word, a systemd argument, an
 nginx string, an authorized_keys option, a known_hosts line, a YAML scalar, a comment. A value a
 format cannot hold at all (a newline in a one-line setting, a `$` in an nginx string) raises

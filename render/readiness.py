@@ -35,8 +35,8 @@ still to come.
 
 from __future__ import annotations
 
-from spec import derive
-from spec.model import Stack
+from model import derive
+from model.stack import Stack
 
 from .templates import render
 

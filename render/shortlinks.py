@@ -1,7 +1,7 @@
 """The link shortener: `shortlinks.csv`, checked line by line, into the nginx config serving its redirects.
 
 Members edit `shortlinks.csv` (header `keyword,destination_url`) by pull request. Every problem in
-the file is collected and raised together as one `ShortlinksError` (a `spec.errors.ConfigError`),
+the file is collected and raised together as one `ShortlinksError` (a `model.errors.ConfigError`),
 each as `shortlinks.csv:<line>: <what is wrong and what to change>`, so a bad file deploys nothing.
 
 Decisions, so the file and the redirects behave the same for everyone:
@@ -39,7 +39,7 @@ from pathlib import Path
 from typing import Iterable, Optional, Union
 from urllib.parse import urlsplit
 
-from spec.errors import ConfigError, Problem, read_bytes, utf8_error
+from model.errors import ConfigError, Problem, read_bytes, utf8_error
 
 from .quote import nginx_quote  # the one nginx string writer (render/quote.py)
 from .templates import render

@@ -8,7 +8,7 @@ from functools import lru_cache
 import yaml
 
 from ops.mockrun import Registered, Run, plain, run_stack
-from spec.load import load_stack, read_stack_config
+from model.load import load_stack, read_stack_config
 
 STACKS = ("staging", "prod")
 

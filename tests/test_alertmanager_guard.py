@@ -21,7 +21,7 @@ import pytest
 from ops.lab import stop_process
 from render import monitoring as mr
 from render.host import LATE_MARK, host_plan
-from spec.load import build_stack
+from model.load import build_stack
 from tests.program_runs import raw
 from tests.test_monitoring_render import ALICE_PASSWORD, HASHES, _free_port, _wait_http, late_values, write_tree
 from tests.tools import need as _need

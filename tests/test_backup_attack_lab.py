@@ -27,7 +27,7 @@ from ops.backuplab import DATA, OFFSITE_HOST, OFFSITE_PATH, TARGET, Layout, lab_
 from ops.lab import Lab, available
 from render import backup as rb
 from render import metrics
-from spec import backup as spec
+from model import backup as backup_model
 from tests.test_backup_lab import Ctx
 
 LAYOUT = Layout(
@@ -44,7 +44,7 @@ class AttackCtx(Ctx):
     real: dict  # client -> {archive name: id} of every archive a real backup made
 
     def url(self, client: str) -> str:
-        return f"ssh://{rb.BORG_USER}@{self.stack.hosts[TARGET].lan_ip}{spec.repository(self.stack, client)}"
+        return f"ssh://{rb.BORG_USER}@{self.stack.hosts[TARGET].lan_ip}{backup_model.repository(self.stack, client)}"
 
     def attack(self, client: str, args: str, check=False, timeout=300.0):
         """borg as root on the client. The attacker forgets what borg remembers of the repository first
@@ -63,7 +63,7 @@ class AttackCtx(Ctx):
         return new
 
     def ids(self, client: str) -> dict[str, str]:
-        out = self.target_borg(client, f"list --json {spec.repository(self.stack, client)}").stdout
+        out = self.target_borg(client, f"list --json {backup_model.repository(self.stack, client)}").stdout
         return {a["archive"]: a["id"] for a in json.loads(out)["archives"]}
 
     def prom(self, name: str) -> str:
@@ -139,7 +139,7 @@ def test_every_client_backs_up_again_and_the_target_holds_the_quota_in_the_force
     for client in CLIENTS:
         ctx.backup(client)
     keys = ctx.run(TARGET, ["cat", rb.AUTHORIZED_KEYS]).stdout
-    assert f"--restrict-to-repository {spec.repository(ctx.stack, 'c2')} --storage-quota 40M" in keys
+    assert f"--restrict-to-repository {backup_model.repository(ctx.stack, 'c2')} --storage-quota 40M" in keys
 
 
 # --- the attacks ----------------------------------------------------------------------------------------
@@ -220,7 +220,7 @@ def test_after_the_next_prune_every_real_archive_is_back_and_the_attacked_reposi
     assert ctx.ids("c3") == {n: ctx.real["c3"][n] for n in (names[0], names[-1])}
     assert "c3: kept 2 archive(s), pruned 1" in journal
     for client in CLIENTS:
-        ctx.target_borg(client, f"check {spec.repository(ctx.stack, client)}", timeout=600)
+        ctx.target_borg(client, f"check {backup_model.repository(ctx.stack, client)}", timeout=600)
 
 
 def test_the_drill_restores_the_real_latest_archive_of_every_repository_that_has_one(ctx):
@@ -249,7 +249,7 @@ def test_the_offsite_copy_adds_a_snapshot_and_keeps_the_one_from_before_the_atta
 
 def test_every_real_archive_restores_from_the_target_or_the_offsite_history(ctx):
     for client in CLIENTS:
-        repo = spec.repository(ctx.stack, client)
+        repo = backup_model.repository(ctx.stack, client)
         on_target = ctx.ids(client)
         first = sorted(s for s in ctx.run(OFFSITE_HOST, f"ls {OFFSITE_PATH}/{client}").stdout.split()
                        if re.fullmatch(r"\d{8}T\d{6}Z", s))[0]

@@ -22,7 +22,7 @@ from ops.lab import Lab, available
 from ops.remote import Result
 from render import backup as rb
 from render import metrics
-from spec import backup as spec
+from model import backup as backup_model
 
 
 @dataclass
@@ -58,7 +58,7 @@ class Ctx:
         return self.run(client, f"env {env} borg {args}", check=check, timeout=timeout)
 
     def archives(self, client: str) -> list[str]:
-        out = self.target_borg(client, f"list --json {spec.repository(self.stack, client)}").stdout
+        out = self.target_borg(client, f"list --json {backup_model.repository(self.stack, client)}").stdout
         return [a["archive"] for a in json.loads(out)["archives"]]
 
     def start(self, host: str, unit: str, timeout=300.0):
@@ -136,12 +136,12 @@ def test_two_clients_back_up_to_the_target_over_ssh(ctx):
     for client in CLIENTS:
         (archive,) = ctx.archives(client)
         assert archive.startswith(f"{client}-")
-        paths = ctx.target_borg(client, f"list --short {spec.repository(ctx.stack, client)}::{archive}").stdout.splitlines()
+        paths = ctx.target_borg(client, f"list --short {backup_model.repository(ctx.stack, client)}::{archive}").stdout.splitlines()
         assert rb.CANARY.lstrip("/") in paths
         for d in DATA[client]:
             assert d.lstrip("/") in paths
         # The repository is repokey-blake2, as the issue asks.
-        info = ctx.target_borg(client, f"info --json {spec.repository(ctx.stack, client)}").stdout
+        info = ctx.target_borg(client, f"info --json {backup_model.repository(ctx.stack, client)}").stdout
         assert json.loads(info)["encryption"]["mode"] == "repokey-blake2"
         # The last success is exported for Prometheus on the client.
         prom = ctx.run(client, ["cat", f"{metrics.TEXTFILE_DIR}/hypha_backup.prom"]).stdout
@@ -153,7 +153,7 @@ def test_the_database_is_dumped_into_the_archive_by_borgmatics_hook(ctx):
     if not ctx.database:
         pytest.skip("PostgreSQL could not start in this lab host")
     (archive,) = ctx.archives("c1")
-    repo = spec.repository(ctx.stack, "c1")
+    repo = backup_model.repository(ctx.stack, "c1")
     dump = ctx.target_borg("c1", f"list --short {repo}::{archive} root/.borgmatic").stdout.split()
     assert "root/.borgmatic/postgresql_databases/localhost/wiki" in dump
 
@@ -164,7 +164,7 @@ def test_a_clients_key_opens_nothing_but_borg_serve_on_its_own_repository(ctx):
     out = ctx.run("c1", f"{ssh} {rb.BORG_USER}@{addr} id; echo rc=$?", check=False, timeout=60)
     assert "uid=" not in out.stdout
     # Another client's repository is out of reach of this key.
-    other = ctx.client_borg("c1", f"list ssh://{rb.BORG_USER}@{addr}{spec.repository(ctx.stack, 'c2')}")
+    other = ctx.client_borg("c1", f"list ssh://{rb.BORG_USER}@{addr}{backup_model.repository(ctx.stack, 'c2')}")
     assert other.returncode != 0
 
 
@@ -198,7 +198,7 @@ def test_pruning_on_the_target_keeps_exactly_the_right_archives(ctx):
     """c2's repository gets archives with controlled times; the target's prune job then keeps daily 7,
     weekly 4, monthly 3 and nothing else. (Made on the target itself, which is 3x quicker than over
     SSH; that clients reach their repository over SSH is shown above.)"""
-    repo = spec.repository(ctx.stack, "c2")
+    repo = backup_model.repository(ctx.stack, "c2")
     (borgmatic_archive,) = ctx.archives("c2")
     # The real backup is newer than all of these: out of the way first (the target may delete).
     ctx.target_borg("c2", f"delete {repo}::{borgmatic_archive}")
@@ -216,7 +216,7 @@ def test_pruning_on_the_target_keeps_exactly_the_right_archives(ctx):
     assert f"c2: kept {sum(k for _, k in PRUNE_CASE)} archive(s), pruned {sum(not k for _, k in PRUNE_CASE)}" in (
         ctx.journal(TARGET, "hypha-borg-prune"))
     # Compaction freed the pruned archives' space: the repository answers a full check.
-    ctx.target_borg("c2", f"check {spec.repository(ctx.stack, 'c2')}")
+    ctx.target_borg("c2", f"check {backup_model.repository(ctx.stack, 'c2')}")
     # A fresh backup, so the drill below finds a recent canary.
     r, _ = ctx.start("c2", f"{rb.CLIENT_UNIT}.service")
     assert r.returncode == 0, ctx.journal("c2", rb.CLIENT_UNIT)
@@ -226,13 +226,13 @@ def test_pruning_on_the_target_keeps_exactly_the_right_archives(ctx):
 
 
 def _segments(ctx, client: str) -> dict[str, str]:
-    repo = spec.repository(ctx.stack, client)
+    repo = backup_model.repository(ctx.stack, client)
     out = ctx.run(TARGET, f"cd {repo}/data && find . -type f -exec sha256sum {{}} +").stdout
     return {path: digest for digest, path in (line.split() for line in out.splitlines())}
 
 
 def _last_transaction(ctx, client: str) -> int:
-    lines = ctx.run(TARGET, ["cat", f"{spec.repository(ctx.stack, client)}/transactions"]).stdout.splitlines()
+    lines = ctx.run(TARGET, ["cat", f"{backup_model.repository(ctx.stack, client)}/transactions"]).stdout.splitlines()
     return int(lines[-1].split()[1].rstrip(","))
 
 
@@ -246,7 +246,7 @@ def test_a_client_cannot_delete_or_prune_its_own_archives(ctx):
     assert len(before) == 2
     segments, last = _segments(ctx, "c1"), _last_transaction(ctx, "c1")
     addr = ctx.stack.hosts[TARGET].lan_ip
-    url = f"ssh://{rb.BORG_USER}@{addr}{spec.repository(ctx.stack, 'c1')}"
+    url = f"ssh://{rb.BORG_USER}@{addr}{backup_model.repository(ctx.stack, 'c1')}"
 
     whole = ctx.client_borg("c1", f"delete {url}")
     assert whole.returncode != 0 and "append-only" in whole.stderr
@@ -267,7 +267,7 @@ def test_a_client_cannot_delete_or_prune_its_own_archives(ctx):
     assert {p: _segments(ctx, "c1").get(p) for p in segments} == segments
 
     # The rollback (README, Backups): drop the segments after the last good transaction and the index.
-    repo = spec.repository(ctx.stack, "c1")
+    repo = backup_model.repository(ctx.stack, "c1")
     out = ctx.run(TARGET, f"python3 {rb.TARGET_TOOL} --config {rb.TARGET_CONFIG} rollback c1 {last}").stdout
     assert "c1: rolled back to transaction" in out
     assert sorted(ctx.archives("c1")) == before
@@ -348,7 +348,7 @@ def test_a_hosts_latest_archive_restores_onto_another_host(ctx):
 
 
 def test_a_damaged_repository_fails_borg_check_and_the_drill_loudly(ctx):
-    repo = spec.repository(ctx.stack, "c1")
+    repo = backup_model.repository(ctx.stack, "c1")
     segment = ctx.run(TARGET, f"ls -S {repo}/data/*/* | head -1").stdout.strip()
     size = int(ctx.run(TARGET, ["stat", "-c", "%s", segment]).stdout)
     ctx.run(TARGET, f"cp -p {segment} /root/segment.saved")

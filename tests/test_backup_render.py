@@ -15,9 +15,9 @@ from ops.mockrun import _mock_ed25519, _mock_password, run_stack
 from render import backup as rb
 from render.converge import converge_script, late_names
 from render.host import LATE_MARK, host_plan
-from spec import backup as spec
-from spec import derive
-from spec.load import build_stack
+from model import backup as backup_model
+from model import derive
+from model.load import build_stack
 from tests.program_runs import STACKS, child, model, run
 from tests.test_bad_input import assert_reported, base_config, refusal
 from tests.tools import need as _need
@@ -40,14 +40,14 @@ def _file(stack, host: str, path: str):
 @pytest.mark.parametrize("stack", STACKS)
 def test_every_host_that_holds_data_but_the_target_is_a_client_of_the_one_target(stack):
     m = model(stack)
-    assert spec.target_name(m) == "backup1"
+    assert backup_model.target_name(m) == "backup1"
     # backup1 holds data (the repositories) but is not its own client: a copy on the same disk protects
     # nothing, the offsite copy does.
-    assert spec.clients(m) == sorted(h for h in m.hosts if derive.holds_data(m, h) and h != "backup1")
-    assert spec.clients(m) == ["bw1", "lists", "loomio", "monitor1"]
+    assert backup_model.clients(m) == sorted(h for h in m.hosts if derive.holds_data(m, h) and h != "backup1")
+    assert backup_model.clients(m) == ["bw1", "lists", "loomio", "monitor1"]
     for host in m.hosts:
         has_config = any(f.path == rb.BORGMATIC_CONFIG for f in host_plan(m, host).files)
-        assert has_config == (host in spec.clients(m)), host
+        assert has_config == (host in backup_model.clients(m)), host
 
 
 def test_a_declared_database_makes_its_host_hold_data_and_is_dumped_by_its_hook():
@@ -57,10 +57,10 @@ def test_a_declared_database_makes_its_host_hold_data_and_is_dumped_by_its_hook(
     assert '"runuser -u postgres -- pg_dump"' in config
     raw = base_config("prod")
     raw["services"]["wiki"] = {"host": "web1", "port": 8088, "databases": [{"engine": "mysql", "name": "wiki"}]}
-    from spec.load import build_stack
+    from model.load import build_stack
 
     m2 = build_stack(raw, "prod")
-    assert "web1" in spec.clients(m2)
+    assert "web1" in backup_model.clients(m2)
     assert "mysql_databases:" in rb.borgmatic_config(m2, "web1")
     assert "root/.borgmatic/mysql_databases/localhost/wiki" in rb.target_config(m2, "backup1")["repositories"]["web1"]["expect"]
 
@@ -71,7 +71,7 @@ def test_a_declared_database_makes_its_host_hold_data_and_is_dumped_by_its_hook(
 def _configs():
     for stack in STACKS:
         m = model(stack)
-        for host in spec.clients(m):
+        for host in backup_model.clients(m):
             yield pytest.param(m, host, id=f"{stack}-{host}")
 
 
@@ -135,7 +135,7 @@ def test_the_hook_writes_the_canary_and_the_last_success_metric(tmp_path):
 def test_every_timer_schedule_is_a_valid_calendar_event(stack):
     m = model(stack)
     analyze = _need("systemd-analyze", "systemd")
-    for host in [spec.target_name(m), *spec.clients(m)]:
+    for host in [backup_model.target_name(m), *backup_model.clients(m)]:
         for f in host_plan(m, host).files:
             if f.path.endswith(".timer"):
                 for line in f.content.splitlines():
@@ -152,7 +152,7 @@ def test_the_target_tool_and_its_config_parse():
     compile(tool.content, rb.TARGET_TOOL, "exec")
     cfg = json.loads(_file(m, "backup1", rb.TARGET_CONFIG).content)
     assert cfg["retention"] == {"daily": 7, "weekly": 4, "monthly": 3}
-    assert sorted(cfg["repositories"]) == spec.clients(m)
+    assert sorted(cfg["repositories"]) == backup_model.clients(m)
     assert cfg["repositories"]["loomio"]["expect"] == [
         "root/.borgmatic/postgresql_databases/localhost/loomio_production", "srv/loomio"]
     assert cfg["offsite"]["host"] == "borg.example.net"
@@ -167,8 +167,8 @@ def test_the_target_only_lets_each_clients_key_run_append_only_borg_serve_on_its
     m = build_stack(raw, "prod")
     keys = _file(m, "backup1", rb.AUTHORIZED_KEYS)
     lines = [line for line in keys.content.splitlines() if not line.startswith("#")]
-    assert len(lines) == len(spec.clients(m))
-    for client, line in zip(spec.clients(m), lines):
+    assert len(lines) == len(backup_model.clients(m))
+    for client, line in zip(backup_model.clients(m), lines):
         quota = "150G" if client == "loomio" else "100G"
         assert line.startswith(
             f'from="{m.hosts[client].lan_ip}",command="borg serve --append-only --restrict-to-repository '
@@ -185,11 +185,11 @@ def test_the_target_accepts_ssh_from_each_client_and_nothing_else_new(stack):
     rules = derive.inbound_rules(m, "backup1")
     ssh = sorted(r.source for r in rules if r.port == 22)
     jumps = [f"{m.hosts['gateway'].lan_ip}/32", f"{derive.deploy_address(m)}/32"]  # members', the deploy's
-    assert ssh == sorted([*jumps, *(f"{m.hosts[h].lan_ip}/32" for h in spec.clients(m))])
-    for client in spec.clients(m):  # and clients open nothing for backups
+    assert ssh == sorted([*jumps, *(f"{m.hosts[h].lan_ip}/32" for h in backup_model.clients(m))])
+    for client in backup_model.clients(m):  # and clients open nothing for backups
         assert [r.source for r in derive.inbound_rules(m, client) if r.port == 22] == jumps
     nft = _file(m, "backup1", "/etc/nftables.conf").content
-    for client in spec.clients(m):
+    for client in backup_model.clients(m):
         assert f'ip saddr {m.hosts[client].lan_ip}/32 tcp dport 22 accept comment "borg from {client}"' in nft
 
 
@@ -232,7 +232,7 @@ def _generated(stack: str) -> dict[str, str]:
 @pytest.mark.parametrize("stack", STACKS)
 def test_each_client_gets_its_own_key_and_passphrase_and_the_target_an_offsite_key(stack):
     m, r = model(stack), run(stack)
-    clients = spec.clients(m)
+    clients = backup_model.clients(m)
     borg_keys = [x for x in r.of_type(KEY) if x.name.startswith("borg-")]  # host keys: components/host_keys.py
     assert sorted(x.name for x in borg_keys) == sorted([f"borg-ssh-{c}" for c in clients] + ["borg-ssh-offsite"])
     assert sorted(x.name for x in r.of_type(PASSWORD)) == [f"borg-passphrase-{c}" for c in clients]
@@ -246,7 +246,7 @@ def test_each_client_gets_its_own_key_and_passphrase_and_the_target_an_offsite_k
 def test_backup_secrets_are_secret_and_never_in_clear_in_any_other_input(stack):
     r = run(stack)
     secrets = _generated(stack)
-    assert len(secrets) == len(spec.clients(model(stack))) * 2 + 1
+    assert len(secrets) == len(backup_model.clients(model(stack))) * 2 + 1
     # A passphrase whole; a private key by its fourth line, the private part (the first lines of
     # every ED25519 key in OpenSSH form are the same header).
     clear = {n: (s.split("\n")[4] if s.startswith("-----") else s) for n, s in secrets.items()}
@@ -370,19 +370,19 @@ def _status(**repos) -> dict:
 
 def test_the_drill_report_lists_every_client_and_exits_0_only_when_all_passed():
     m = model("prod")
-    ok = _status(**{c: {} for c in spec.clients(m)})
+    ok = _status(**{c: {} for c in backup_model.clients(m)})
     text, code = restore_drill.report(m, ok, now=1_795_000_600)
     assert code == 0 and "4 of 4 repositories restored and checked" in text
     assert "finished 2026-11-18" in text and "(10 min ago)" in text
-    for c in spec.clients(m):
+    for c in backup_model.clients(m):
         assert f"  {c} " in text
 
-    bad = _status(**{c: {} for c in spec.clients(m) if c != "lists"},
+    bad = _status(**{c: {} for c in backup_model.clients(m) if c != "lists"},
                   lists={"ok": False, "error": "borg check failed (1): segment 12 damaged", "files": 0})
     text, code = restore_drill.report(m, bad, now=1_795_000_600)
     assert code == 1 and "3 of 4" in text and "FAILED: lists" in text and "segment 12 damaged" in text
 
-    missing = _status(**{c: {} for c in spec.clients(m) if c != "bw1"})
+    missing = _status(**{c: {} for c in backup_model.clients(m) if c != "bw1"})
     text, code = restore_drill.report(m, missing, now=1_795_000_600)
     assert code == 1 and "bw1" in text and "MISSING" in text
 

@@ -20,8 +20,8 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import dsa, ed25519, rsa
 
 from ops import mockrun
-from spec.errors import ConfigError, Problem
-from spec.load import ROOT, build_stack, read_stack_config
+from model.errors import ConfigError, Problem
+from model.load import ROOT, build_stack, read_stack_config
 
 Raw = dict[str, Any]
 

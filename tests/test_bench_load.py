@@ -6,7 +6,7 @@ import re
 import subprocess
 import sys
 
-from spec.load import ROOT
+from model.load import ROOT
 
 
 def test_the_load_bench_runs_in_quick_mode_and_prints_its_figures():

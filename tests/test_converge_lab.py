@@ -21,7 +21,7 @@ from ops.labstack import LabStack, boot_and_converge, lab_stack
 from ops.remote import LATE, Result, Session, can_login, converge
 from render.converge import converge_script, fill
 from render.host import SSHD_DROPIN, host_plan
-from spec import derive
+from model import derive
 
 HOSTS = ("gw", "h1", "h2")
 POLICY = "Hardened Debian 12 (version 3)"

@@ -13,9 +13,9 @@ import pytest
 from ops.mockrun import run_stack
 from render.converge import converge_script, late_names, script_digest
 from render.host import host_plan
-from spec.derive import DEPLOY_USER
-from spec import derive
-from spec.load import build_stack
+from model.derive import DEPLOY_USER
+from model import derive
+from model.load import build_stack
 from tests.program_runs import PROXMOX_VM, STACKS, model, raw, run
 from tests.tools import need as _need
 

@@ -1,7 +1,7 @@
 """Program and file tier: the deploy key on LAN hosts is bound to the gateway's deploy address.
 
 Every session jumped through the bastion reaches a LAN host from the gateway; only the deploy user's
-leave from the deploy address (spec/derive.py deploy_address), so LAN hosts' `from=` and SSH rules
+leave from the deploy address (model/derive.py deploy_address), so LAN hosts' `from=` and SSH rules
 name it, and the gateway holds it and SNATs the deploy user's connections to it. The lab shows the
 attack refused (tests/test_deploy_source_lab.py).
 """
@@ -11,8 +11,8 @@ from __future__ import annotations
 import pytest
 
 from render.host import AUTHORIZED_KEYS_DIR, host_plan
-from spec import derive
-from spec.load import load_stack
+from model import derive
+from model.load import load_stack
 from tests.test_bad_input import assert_reported, base_config, refusal
 
 STACKS = ("prod", "staging")

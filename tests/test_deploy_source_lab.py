@@ -19,7 +19,7 @@ from ops.lab import available
 from ops.labstack import converged_lab
 from ops.remote import converge
 from render.host import AUTHORIZED_KEYS_DIR
-from spec import derive
+from model import derive
 
 HOSTS = ("gw", "h1")
 MEMBER = "dave"

@@ -27,9 +27,9 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
 
 from render import dns as rdns
-from spec.dns import Dns, build_dns
-from spec.errors import ConfigError
-from spec.load import load_stack
+from model.dns import Dns, build_dns
+from model.errors import ConfigError
+from model.load import load_stack
 
 NAMED_CHECKZONE = shutil.which("named-checkzone")
 NAMED_CHECKCONF = shutil.which("named-checkconf")

@@ -1,4 +1,4 @@
-"""The README's config reference is generated from spec/model.py and must never fall behind it."""
+"""The README's config reference is generated from model/stack.py and must never fall behind it."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import pytest
 from pydantic import Field, create_model
 
 from ops import docs
-from spec.model import MAP_SECTIONS, SECTIONS, Host
+from model.stack import MAP_SECTIONS, SECTIONS, Host
 
 
 def _readme() -> str:
@@ -53,7 +53,7 @@ def test_every_field_of_every_model_has_a_description():
         for key, field in rows
         if not (field.description and field.description.strip())
     ]
-    assert blank == [], f"describe these fields in spec/model.py (Field(description=...)): {blank}"
+    assert blank == [], f"describe these fields in model/stack.py (Field(description=...)): {blank}"
 
 
 def test_the_reference_covers_every_section_and_nested_model_in_order():

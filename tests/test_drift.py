@@ -16,7 +16,7 @@ import pytest
 from ops import drift
 from ops.drift import Finding, HostReport, Report, compare, probe_script
 from render.host import ManagedFile, host_plan, late
-from spec.load import load_stack
+from model.load import load_stack
 
 
 @pytest.fixture

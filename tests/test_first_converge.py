@@ -15,7 +15,7 @@ import yaml
 from components.host_bootstrap import DIAL_ERROR_LIMIT, PROXY_DIAL_ERROR_LIMIT
 from ops.mockrun import run_stack
 from render.readiness import readiness_script
-from spec import derive
+from model import derive
 from tests.program_runs import STACKS, model, run, user_data
 
 COMMAND = "command:remote:Command"

@@ -26,7 +26,7 @@ from ops.lab import Lab, layout
 from ops.labstack import LabStack, lab_stack
 from ops.mockrun import OFFLINE_SECRETS, run_stack
 from render import hostkeys
-from spec.load import PROJECT, build_stack
+from model.load import PROJECT, build_stack
 from tests.program_runs import SNIPPET, child, snippet_source
 
 OK, WHY = labmod.available()

@@ -3,7 +3,7 @@ ConfigError whose every problem names a key path or file:line, never another exc
 
 Hypothesis mutates copies of the committed files: keys deleted and renamed, every leaf set to hostile
 values of every type, byte damage, truncation, other encodings, CRLF, BOM, YAML tags, anchors, aliases
-and merge keys. What parses is validated (spec.load.build_stack) and, when valid, every host is rendered
+and merge keys. What parses is validated (model.load.build_stack) and, when valid, every host is rendered
 (render.converge.converge_script), which is what the program does before registering anything. The
 full mock program run costs seconds per example, so it gets a few deterministic cases at the end.
 
@@ -30,9 +30,9 @@ from hypothesis import strategies as st
 from ops import mockrun
 from render import shortlinks
 from render.converge import converge_script
-from spec.errors import ConfigError
-from spec.load import KNOWN_SECTIONS, PROJECT, ROOT, build_stack, load_stack, read_stack_config
-from spec.secrets import SECRET_KEYS
+from model.errors import ConfigError
+from model.load import KNOWN_SECTIONS, PROJECT, ROOT, build_stack, load_stack, read_stack_config
+from model.secrets import SECRET_KEYS
 
 _COMMON = dict(database=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 # Deadlines catch a hang (an alias bomb, a quadratic walk) as a failure of that example; generous,

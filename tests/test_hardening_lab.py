@@ -17,7 +17,7 @@ import pytest
 from ops.lab import Lab, available, layout
 from ops.labstack import boot_and_converge, lab_stack
 from ops.remote import converge
-from spec import derive
+from model import derive
 
 HOSTS = ("gw", "h1")
 MEMBER = "dave"

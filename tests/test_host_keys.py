@@ -16,7 +16,7 @@ from ops.mockrun import Run, plain, run_stack
 from ops.plan import build_report, format_report
 from render import hostkeys
 from render.host import host_plan
-from spec import derive
+from model import derive
 from tests.program_runs import SNIPPET, STACKS, child, model, raw, run, snippet_source
 
 COMMAND = "command:remote:Command"
@@ -190,7 +190,7 @@ def test_rotating_the_gateway_makes_every_lan_host_wait_for_it():
 
 
 def test_a_negative_generation_is_refused_with_its_key_path():
-    from spec.errors import ConfigError
+    from model.errors import ConfigError
 
     cfg = raw("prod")
     cfg["hosts"]["web1"]["ssh_host_key_generation"] = -1

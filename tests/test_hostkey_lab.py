@@ -22,7 +22,7 @@ from ops.labstack import LabStack, boot_and_converge, host_key_material, lab_sta
 from ops.remote import HostKeyMismatch, HostKeyUnknown, Pins, Session, converge
 from render import hostkeys
 from render.converge import fill
-from spec import derive
+from model import derive
 
 HOSTS = ("gw", "h1")
 FRONT = "10.213.120.0/24"

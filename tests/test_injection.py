@@ -35,9 +35,9 @@ from render import quote
 from render.cloud_init import user_data
 from render.converge import converge_script, fill, late_names
 from render.host import LATE_MARK, host_plan
-from spec import derive
-from spec.errors import ConfigError
-from spec.load import build_stack
+from model import derive
+from model.errors import ConfigError
+from model.load import build_stack
 from tests.program_runs import STACKS, raw
 from tests.tools import need as _need
 

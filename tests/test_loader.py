@@ -15,9 +15,9 @@ from pathlib import Path
 import pytest
 
 from ops import mockrun
-from spec import load
-from spec.errors import MAX_MESSAGE, OVER_CAPACITY, ConfigError, Problem
-from spec.load import ROOT, build_stack, load_stack, read_stack_config
+from model import load
+from model.errors import MAX_MESSAGE, OVER_CAPACITY, ConfigError, Problem
+from model.load import ROOT, build_stack, load_stack, read_stack_config
 
 STAGING = (ROOT / "Pulumi.staging.yaml").read_bytes()
 

@@ -18,8 +18,8 @@ from ops.lab import Lab, available, layout
 from ops.labstack import LabStack, boot_and_converge, lab_stack
 from ops.remote import Result, converge
 from render import monitoring as mr
-from spec.load import build_stack
-from spec.monitoring import ALERTMANAGER_PORT, PROMETHEUS_PORT
+from model.load import build_stack
+from model.monitoring import ALERTMANAGER_PORT, PROMETHEUS_PORT
 
 PREFIX = "hmo"
 FRONT = ipaddress.ip_network("10.213.80.0/24")

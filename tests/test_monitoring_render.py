@@ -29,10 +29,10 @@ from render import metrics
 from render import monitoring as mr
 from render.converge import converge_script, late_names
 from render.host import LATE_MARK, host_plan
-from spec import derive
-from spec.errors import ConfigError
-from spec.load import PROJECT, build_stack
-from spec.monitoring import ALERTMANAGER_PORT, PROMETHEUS_PORT, monitoring_host
+from model import derive
+from model.errors import ConfigError
+from model.load import PROJECT, build_stack
+from model.monitoring import ALERTMANAGER_PORT, PROMETHEUS_PORT, monitoring_host
 from tests.program_runs import FW_RULES, STACKS, child, model, raw, run
 from tests.tools import need as _need
 
@@ -317,7 +317,7 @@ def test_backup_alerts_read_the_metrics_the_backup_role_writes():
 
 def test_every_backup_client_in_the_catalog_must_report_even_before_its_first_backup():
     """A new data host whose backups never ran has no timestamp to age: the catalog says it must report."""
-    from spec import backup
+    from model import backup
 
     stack = model("prod")
     exprs = {r["alert"]: r["expr"] for r in _rules()}

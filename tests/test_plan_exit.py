@@ -7,7 +7,7 @@ import re
 import subprocess
 import sys
 from ops import plan
-from spec.load import ROOT, read_stack_config
+from model.load import ROOT, read_stack_config
 
 README = (ROOT / "README.md").read_text()
 

@@ -4,7 +4,7 @@ Fixtures follow AWSGuard's test helpers: start from the real program's mock run 
 change the registered resources the way a bad change would (a key file added to a converge
 script, a VM moved to another bridge), and ask the SDK's own analyzer for the verdicts
 (`ops.policy_check.evaluate`). Many violations here cannot come from config at all, because
-spec/checks.py refuses that config first: the pack is the second line, for code changes.
+model/checks.py refuses that config first: the pack is the second line, for code changes.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ from ops.mockrun import Registered, Run, plain, run_stack
 from ops.policy_check import evaluate, export_state, load_policy_config, resolve
 from policy.policies import ALLOW_REPLACE_ENV, BASELINE_ENV, POLICIES
 from policy.view import script_files
-from spec.load import ROOT, read_stack_config
+from model.load import ROOT, read_stack_config
 
 VM = "proxmoxve:index/vmLegacy:VmLegacy"
 SNIPPET = "proxmoxve:index/fileLegacy:FileLegacy"
@@ -279,8 +279,8 @@ def test_the_deploy_key_is_on_no_other_account():
 
 
 def _data_hosts(run: Run) -> list[str]:
-    from spec import derive
-    from spec.load import build_stack
+    from model import derive
+    from model.load import build_stack
 
     stack = build_stack(read_stack_config(run.stack), run.stack)
     return [h for h in sorted(stack.hosts) if derive.holds_data(stack, h)]

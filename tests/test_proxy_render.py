@@ -13,7 +13,7 @@ import pytest
 
 from render import proxy
 from render.host import host_plan
-from spec import derive
+from model import derive
 from tests.program_runs import STACKS, model
 
 NGINX = shutil.which("nginx") or ("/usr/sbin/nginx" if Path("/usr/sbin/nginx").exists() else None)

@@ -15,7 +15,7 @@ import pytest
 
 from render import shortlinks
 from render.shortlinks import Link, ShortlinksError, nginx_quote, parse, render_location, render_map
-from spec.errors import ConfigError
+from model.errors import ConfigError
 
 HOST = "link.hypha.coop"
 NGINX = shutil.which("nginx") or ("/usr/sbin/nginx" if Path("/usr/sbin/nginx").exists() else None)

@@ -17,7 +17,7 @@ import pytest
 
 from ops.lab import Lab, available, layout, stop_process
 from ops.labstack import boot_and_converge, lab_stack
-from spec import derive
+from model import derive
 from tests.test_vpn_lab import MEMBER, _probe, _start_member_tunnel, _tunnels
 
 HOSTS = ("gw", "h1")

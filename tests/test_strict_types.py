@@ -2,7 +2,7 @@
 
 The bad-input corpus (tests/test_bad_input.py) shows one hostile value per class; these tests hold
 the classes for every field at once: every string of the committed config with a line break
-appended, and every field of the model typed by spec/types.py.
+appended, and every field of the model typed by model/types.py.
 """
 
 from __future__ import annotations
@@ -17,11 +17,11 @@ from typing import Annotated, Any, Iterator, Literal, Union, get_args, get_origi
 import pytest
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
-from spec import types as spec_types
-from spec.errors import ConfigError
-from spec.load import ROOT, build_stack, read_stack_config
-from spec.model import MAP_SECTIONS, SECTIONS
-from spec.secrets import SECRET_KEYS, clear_text_secrets_from_engine
+from model import types as spec_types
+from model.errors import ConfigError
+from model.load import ROOT, build_stack, read_stack_config
+from model.stack import MAP_SECTIONS, SECTIONS
+from model.secrets import SECRET_KEYS, clear_text_secrets_from_engine
 
 
 @functools.lru_cache(maxsize=None)
@@ -75,7 +75,7 @@ def test_a_control_character_in_any_string_of_the_config_is_refused_at_its_key_p
 
 
 def _bare(annotation: Any, where: str) -> Iterator[str]:
-    """Places inside a field's type where a str, int, float or bool has no spec/types.py type."""
+    """Places inside a field's type where a str, int, float or bool has no model/types.py type."""
     origin = get_origin(annotation)
     if origin is Annotated:
         if spec_types.kind_of(list(annotation.__metadata__)) is None:
@@ -114,7 +114,7 @@ def test_no_field_of_the_model_is_a_bare_string_number_or_boolean():
     for model in _models():
         for name, field in model.model_fields.items():
             if spec_types.kind_of(field.metadata) is not None:
-                continue  # a spec/types.py type at the top of the field
+                continue  # a model/types.py type at the top of the field
             found += _bare(field.annotation, f"{model.__name__}.{name}")
     assert not found, "\n".join(found)
 

@@ -15,8 +15,8 @@ import pytest
 from ops.lab import Lab, available, layout, stop_process
 from ops.labstack import boot_and_converge, lab_stack
 from ops.remote import converge
-from spec import derive
-from spec.load import build_stack
+from model import derive
+from model.load import build_stack
 
 HOSTS = ("gw", "h1")
 MEMBER = "dave"

@@ -34,8 +34,8 @@ from ops.remote import Result, converge
 from render import dns as zone
 from render import shortlinks
 from render.proxy import TLS_DIR, certificates
-from spec.load import build_stack
-from spec.model import Stack
+from model.load import build_stack
+from model.stack import Stack
 
 PREFIX = "hweb"
 HOST_PATH = HOST_ENV["PATH"]

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from spec.load import ROOT
+from model.load import ROOT
 
 ACTIONLINT = str(Path(sys.executable).with_name("actionlint"))
 WORKFLOWS = ROOT / ".github" / "workflows"

@@ -15,7 +15,7 @@ from .dns import Dns, check_dns
 from .monitoring import check_monitoring
 from .errors import OVER_CAPACITY, Problem
 from .keys import parse_public_key
-from .model import HOST_ROLES, Access, Host, Network, Person, Proxmox, Service, Site
+from .stack import HOST_ROLES, Access, Host, Network, Person, Proxmox, Service, Site
 from .placement import check_public_addresses, check_services_placement
 
 _HOSTNAME = re.compile(r"[a-z]([a-z0-9-]{0,61}[a-z0-9])?")

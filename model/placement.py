@@ -105,7 +105,7 @@ def check_public_addresses(network, hosts: dict) -> list[Problem]:
         for field, (net_field, net, gateway) in nets.items():
             ip = getattr(host, field)
             if ip is None or net is None or ip not in net:
-                continue  # outside the network or none: spec/checks.py reports it
+                continue  # outside the network or none: model/checks.py reports it
             why = _why_reserved(ip, _reserved(net, gateway))
             if why:
                 out.append(

@@ -1,7 +1,7 @@
 """Secrets in a stack file: every key the program reads as a secret must be a `secure:` value.
 
 A value written in clear is in git history and every clone the moment it is committed, so it is
-refused naming the key and the command that stores it encrypted. spec/load.py runs this on each
+refused naming the key and the command that stores it encrypted. model/load.py runs this on each
 config file it reads; components/config.py reads the same keys as Pulumi secrets.
 """
 

@@ -174,7 +174,7 @@ def ssh_logins(stack, host: str) -> list[str]:
 
 
 def inbound_rules(stack, host: str) -> list:
-    """Firewall allow rules (spec.derive.Rule) this section adds to `host`: borg over SSH from each client to the target."""
+    """Firewall allow rules (model.derive.Rule) this section adds to `host`: borg over SSH from each client to the target."""
     from .derive import Rule
 
     if host != target_name(stack):
@@ -208,7 +208,7 @@ def check_backup(backup, site, hosts, services) -> list[Problem]:
     if backup is None:
         return out
 
-    # Paths are absolute and normalised by their type (spec/types.py AbsolutePath).
+    # Paths are absolute and normalised by their type (model/types.py AbsolutePath).
     r = backup.retention
     if r.daily + r.weekly + r.monthly == 0:
         add("backup.retention", "keeps nothing (daily, weekly and monthly are all 0), so pruning would delete every archive; "

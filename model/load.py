@@ -16,7 +16,7 @@ from pydantic import BaseModel, ValidationError
 
 from .checks import check
 from .errors import ConfigError, Problem, clip, problems_from, read_bytes, utf8_error, short as _short
-from .model import MAP_SECTIONS, SECTIONS, Stack
+from .stack import MAP_SECTIONS, SECTIONS, Stack
 from .secrets import clear_text_secrets
 
 PROJECT = "hypha-infra"

@@ -113,7 +113,7 @@ Text = text_type("text (one line)")
 # A base64 key or a TXT value: one line, but longer (a 4096-bit RSA key is 736 characters).
 LongText = text_type("text (one line)", max_length=4096)
 
-# Keys keep their own parser's messages (spec/keys.py), which name the fix for each way a paste goes wrong.
+# Keys keep their own parser's messages (model/keys.py), which name the fix for each way a paste goes wrong.
 SshPublicKey = Annotated[str, Kind("OpenSSH public key line"), BeforeValidator(_text_only), Strict()]
 WireGuardKey = Annotated[str, Kind("WireGuard public key"), BeforeValidator(_text_only), Strict()]
 

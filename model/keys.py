@@ -12,7 +12,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.hazmat.primitives.serialization import load_ssh_public_key
 
 MIN_RSA_BITS = 3072
-# As spec/types.py refuses them everywhere: C0, DEL, C1 and the Unicode line separators.
+# As model/types.py refuses them everywhere: C0, DEL, C1 and the Unicode line separators.
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 
 # Security keys (FIDO) are fine; DSA is broken and OpenSSH itself refuses it since 9.8.

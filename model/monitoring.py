@@ -37,10 +37,10 @@ def ui_services(stack) -> dict[str, Optional[str]]:
 
 
 def inbound_rules(stack, host: str) -> list:
-    """Firewall allow rules (spec.derive.Rule) this section adds to `host`: with `ui: vpn`, the
+    """Firewall allow rules (model.derive.Rule) this section adds to `host`: with `ui: vpn`, the
     Prometheus and Alertmanager UIs from the gateway, which is where VPN traffic enters the LAN (it
     masquerades members' devices to its LAN address). With `ui: proxy` the catalog's public
-    services open those ports to the proxy instead (spec.derive)."""
+    services open those ports to the proxy instead (model.derive)."""
     from .derive import Rule, gateway
 
     mon = stack.monitoring

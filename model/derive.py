@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Optional
 
-from .model import Host, Stack
+from .stack import Host, Stack
 
 # Ports a role opens to the world, whatever the catalog says. (proto, port, comment)
 ROLE_PORTS: dict[str, list[tuple[str, int, str]]] = {
@@ -81,13 +81,13 @@ def deploy_address(stack: Stack) -> str:
     holds this address too (render/host.py, gateway role) and its nftables SNATs the deploy user's
     connections to LAN hosts' SSH to it (`meta skuid`: the sshd child that opens the direct-tcpip
     channel runs as the logged-in user). Derived, not configured: the last usable address of
-    network.lan_cidr (e.g. .254 of a /24), which spec/checks.py keeps free of hosts and the LAN gateway.
+    network.lan_cidr (e.g. .254 of a /24), which model/checks.py keeps free of hosts and the LAN gateway.
     """
     return str(deploy_address_in(stack.network.lan_cidr))
 
 
 def deploy_address_in(cidr):
-    """The last usable address of a LAN (spec/checks.py refuses a stack whose host or LAN gateway has it)."""
+    """The last usable address of a LAN (model/checks.py refuses a stack whose host or LAN gateway has it)."""
     return cidr.broadcast_address - 1
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from .model import Host, Proxmox
+from .stack import Host, Proxmox
 
 WARN_AT = 0.85
 

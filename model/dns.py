@@ -2,7 +2,7 @@
 
 Everything else in the zone (addresses of services, name servers, mail hosts) comes from the catalog
 (`hosts`, `services`); this section only says what the catalog cannot. `check_dns` runs the checks
-that need the rest of the stack, so it takes the parsed parts like `spec/checks.py` does.
+that need the rest of the stack, so it takes the parsed parts like `model/checks.py` does.
 """
 
 from __future__ import annotations
@@ -24,11 +24,11 @@ from .base import _check_each, _Model, check_domain, check_email, validation_err
 from .types import Domain, HostName, IpAddress as IpAddressField, IPv4Net, IPv6Net, LongText, text_type, whole
 
 if TYPE_CHECKING:  # the stack model holds a Dns; only names from it are needed here
-    from .model import Host, Network, Service, Site, Stack
+    from .stack import Host, Network, Service, Site, Stack
 
 IpAddress = Union[ipaddress.IPv4Address, ipaddress.IPv6Address]
 
-# A catalog host name, as spec/checks.py accepts it; anything with a dot is a domain name instead.
+# A catalog host name, as model/checks.py accepts it; anything with a dot is a domain name instead.
 _HOST_NAME = re.compile(r"[a-z]([a-z0-9-]{0,61}[a-z0-9])?")
 # Owner names below the zone: letters, digits, hyphens, and underscores (service labels such as
 # _dmarc or _github-challenge-hypha-org).
