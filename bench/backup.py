@@ -21,7 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from ops import restore_drill  # noqa: E402
 from ops.backuplab import CLIENTS, FRONT, LAN, PREFIX, TARGET, lab_hosts, prepare, start_unit  # noqa: E402
 from ops.lab import Lab, available  # noqa: E402
-from render import backup as rb  # noqa: E402
+from render.roles import backup as rb  # noqa: E402
 
 
 def run() -> dict:

@@ -7,7 +7,7 @@ Targets: our first converge at most 1/3 of Ansible's, our no-op re-run at most 1
 Figures only: it exits 0 and says plainly when a target is missed (non-zero only when it could not
 measure at all). Ansible is not a project requirement: it lives in its own virtualenv, made once
 and cached in /tmp. The playbook is bench/ansible/base.yml; the files it installs are rendered by
-render/host.py, so both tools write the same bytes, and the bench checks afterwards that the hosts
+render/roles/, so both tools write the same bytes, and the bench checks afterwards that the hosts
 ended up the same.
 """
 
@@ -35,7 +35,9 @@ from ops.lab import Lab, available, layout  # noqa: E402
 from ops.labstack import LabStack, lab_stack  # noqa: E402
 from ops.remote import PINS, converge  # noqa: E402
 from render.converge import converge_script  # noqa: E402
-from render.host import PEOPLE_GROUP, HostPlan, host_plan  # noqa: E402
+from render.roles.base import PEOPLE_GROUP  # noqa: E402
+from render.plan import HostPlan  # noqa: E402
+from render.roles import host_plan  # noqa: E402
 from model import derive  # noqa: E402
 
 ANSIBLE_CORE = "2.19.14"  # the newest ansible-core whose controller runs on Python 3.11

@@ -36,7 +36,7 @@ class HostBootstrapArgs:
     script: str
     """The host's converge script, rendered before any resource was registered."""
     late: Mapping[str, pulumi.Input[str]] = field(default_factory=dict)
-    """Values the script's placeholders need (secrets, generated keys); see `render.host.late`."""
+    """Values the script's placeholders need (secrets, generated keys); see `render.plan.late`."""
     host_keys: Mapping[str, pulumi.Input[str]] = field(default_factory=dict)
     """Pinned `ssh-ed25519 …` public host keys by host (components/host_keys.py): this host's and the gateway's."""
     rotate_from: Optional[pulumi.Input[str]] = None

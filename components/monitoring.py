@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pulumi
 
-from render import monitoring as render_monitoring
+from render.roles import monitoring as render_monitoring
 from model.load import PROJECT
 from model.stack import Stack
 

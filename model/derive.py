@@ -8,14 +8,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Optional
 
+from .roles import public_ports
 from .stack import Host, Stack
 
-# Ports a role opens to the world, whatever the catalog says. (proto, port, comment)
-ROLE_PORTS: dict[str, list[tuple[str, int, str]]] = {
-    "gateway": [("tcp", 22, "ssh bastion")],
-    "reverse_proxy": [("tcp", 80, "http (acme, redirect)"), ("tcp", 443, "https")],
-    "dns": [("udp", 53, "dns"), ("tcp", 53, "dns")],
-}
 NODE_EXPORTER_PORT = 9100
 DEPLOY_USER = "deploy"
 
@@ -78,7 +73,7 @@ def deploy_address(stack: Stack) -> str:
 
     Every session jumped through the bastion reaches a LAN host from the gateway, so a `from=` on the
     gateway's own address would let any member who can jump use a leaked deploy key there. The gateway
-    holds this address too (render/host.py, gateway role) and its nftables SNATs the deploy user's
+    holds this address too (render/roles/gateway.py) and its nftables SNATs the deploy user's
     connections to LAN hosts' SSH to it (`meta skuid`: the sshd child that opens the direct-tcpip
     channel runs as the logged-in user). Derived, not configured: the last usable address of
     network.lan_cidr (e.g. .254 of a /24), which model/checks.py keeps free of hosts and the LAN gateway.
@@ -127,7 +122,7 @@ def inbound_rules(stack: Stack, host: str) -> list[Rule]:
         rules.append(Rule("tcp", 22, f"{gateway(stack).lan_ip}/32", "ssh from the gateway only"))
         rules.append(Rule("tcp", 22, f"{deploy_address(stack)}/32", "ssh from the gateway's deploy address"))
     for role in sorted(h.roles):
-        rules += [Rule(proto, port, None, comment) for proto, port, comment in ROLE_PORTS.get(role, [])]
+        rules += [Rule(proto, port, None, comment) for proto, port, comment in public_ports(role)]
     if "gateway" in h.roles:
         rules.append(Rule("udp", stack.network.vpn.port, None, "wireguard vpn"))
     for mon in hosts_with_role(stack, "monitoring"):

@@ -10,7 +10,8 @@ from __future__ import annotations
 import ipaddress
 from typing import Optional
 
-from .derive import NODE_EXPORTER_PORT, ROLE_PORTS
+from .derive import NODE_EXPORTER_PORT
+from .roles import public_ports
 from .errors import Problem
 from .monitoring import BLACKBOX_PORT, PVE_EXPORTER_PORT
 
@@ -28,7 +29,7 @@ def role_ports(roles: list[str]) -> dict[int, str]:
     """TCP ports a host's own daemons hold, whatever the catalog says: port -> what holds it."""
     ports = {22: "sshd", NODE_EXPORTER_PORT: "node_exporter (on every host)"}
     for role in roles:
-        for proto, port, comment in ROLE_PORTS.get(role, []):
+        for proto, port, comment in public_ports(role):
             if proto == "tcp":
                 ports.setdefault(port, f"the {role} role ({comment})")
     if "monitoring" in roles:

@@ -48,19 +48,9 @@ from .types import (
 from .backup import Backup, Database
 from .dns import Dns
 from .monitoring import Monitoring
+from .roles import HOST_ROLES
 from .keys import check_public_key, parse_public_key, private_key_problem
 
-# Roles a host can carry. Later issues give each one its files under templates/<role>/.
-HOST_ROLES = (
-    "gateway",
-    "reverse_proxy",
-    "web",
-    "dns",
-    "backup_target",
-    "monitoring",
-    "app",
-    "mail",
-)
 PERSON_ROLES = ("admin", "member")
 
 class VmIdRange(_Model):

@@ -4,7 +4,7 @@
 
 For each host, one SSH session as the deploy user through the gateway (ops.remote.Session, like
 the converge) runs one read-only script under `sudo -n` that reports, for every managed file of
-the host's plan (render.host.host_plan): its sha256, mode, owner and group, and the content of
+the host's plan (render.roles.host_plan): its sha256, mode, owner and group, and the content of
 those whose sha256 differs from the desired one (so only those travel, for a unified diff); the
 state of every managed unit; paths the plan says must be absent; and every authorized key on the
 host: each file in /etc/ssh/authorized_keys and each account's ~/.ssh/authorized_keys(2).
@@ -38,7 +38,11 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Optional
 
-from render.host import AUTHORIZED_KEYS_DIR, HostPlan, host_plan
+from render.roles.base import AUTHORIZED_KEYS_DIR
+
+from render.plan import HostPlan
+
+from render.roles import host_plan
 from model import derive
 from model.stack import Stack
 

@@ -21,7 +21,7 @@ import sys
 import time
 from typing import Optional
 
-from render import backup as rb
+from render.roles import backup as rb
 from model import backup as backup_model
 from model.stack import Stack
 

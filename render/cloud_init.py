@@ -1,4 +1,4 @@
-"""Cloud-init user-data for one VM: its accounts and the access files from render/host.py, the guest agent."""
+"""Cloud-init user-data for one VM: its accounts and the access files from render/roles/base.py, the guest agent."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from typing import Mapping
 from model import derive
 from model.stack import Stack
 
-from .host import AUTHORIZED_KEYS_DIR, PEOPLE_GROUP, accounts, access_files
+from .roles.base import AUTHORIZED_KEYS_DIR, PEOPLE_GROUP, accounts, access_files
 from .hostkeys import cloud_init_keys
 from .templates import render
 

@@ -10,7 +10,9 @@ from typing import Mapping
 from model import derive
 from model.stack import Stack
 
-from .host import PEOPLE_GROUP, HostPlan, host_plan
+from .plan import HostPlan
+from .roles import host_plan
+from .roles.base import PEOPLE_GROUP
 from .quote import join_shell
 from .templates import render
 

@@ -16,7 +16,7 @@ from typing import Mapping
 from model import derive
 from model.stack import Stack
 
-from .host import ManagedFile, late
+from .plan import ManagedFile, late
 
 ED25519, RSA = "ed25519", "rsa"
 KEY_TYPES = (ED25519, RSA)

@@ -209,7 +209,7 @@ def authorized_keys_option(name: str, value=None) -> str:
     return f'{name}="' + text.replace('"', '\\"') + '"'
 
 
-# A late value's placeholder (render.host.late): the key Pulumi makes, checked when it is filled in.
+# A late value's placeholder (render.plan.late): the key Pulumi makes, checked when it is filled in.
 _LATE = re.compile(r"\x00late:[a-z0-9][a-z0-9/_.-]*\x00")
 
 

@@ -19,8 +19,9 @@ from pathlib import Path
 import pytest
 
 from ops.lab import stop_process
-from render import monitoring as mr
-from render.host import LATE_MARK, host_plan
+from render.roles import monitoring as mr
+from render.plan import LATE_MARK
+from render.roles import host_plan
 from model.load import build_stack
 from tests.program_runs import raw
 from tests.test_monitoring_render import ALICE_PASSWORD, HASHES, _free_port, _wait_http, late_values, write_tree

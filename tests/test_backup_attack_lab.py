@@ -25,7 +25,7 @@ import pytest
 
 from ops.backuplab import DATA, OFFSITE_HOST, OFFSITE_PATH, TARGET, Layout, lab_hosts, prepare
 from ops.lab import Lab, available
-from render import backup as rb
+from render.roles import backup as rb
 from render import metrics
 from model import backup as backup_model
 from tests.test_backup_lab import Ctx

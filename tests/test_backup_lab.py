@@ -20,7 +20,7 @@ from ops.backuplab import (CLIENTS, DATA, FRONT, LAN, OFFSITE_HOST, OFFSITE_PATH
                             lab_hosts, prepare, start_unit)
 from ops.lab import Lab, available
 from ops.remote import Result
-from render import backup as rb
+from render.roles import backup as rb
 from render import metrics
 from model import backup as backup_model
 

@@ -12,9 +12,10 @@ import pytest
 
 from ops import restore_drill
 from ops.mockrun import _mock_ed25519, _mock_password, run_stack
-from render import backup as rb
+from render.roles import backup as rb
 from render.converge import converge_script, late_names
-from render.host import LATE_MARK, host_plan
+from render.plan import LATE_MARK
+from render.roles import host_plan
 from model import backup as backup_model
 from model import derive
 from model.load import build_stack

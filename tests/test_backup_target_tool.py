@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from render import backup as rb
+from render.roles import backup as rb
 from render import metrics
 from render.templates import TEMPLATES
 

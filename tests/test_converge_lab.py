@@ -20,7 +20,8 @@ from ops.lab import Lab, available, layout
 from ops.labstack import LabStack, boot_and_converge, lab_stack
 from ops.remote import LATE, Result, Session, can_login, converge
 from render.converge import converge_script, fill
-from render.host import SSHD_DROPIN, host_plan
+from render.roles.base import SSHD_DROPIN
+from render.roles import host_plan
 from model import derive
 
 HOSTS = ("gw", "h1", "h2")

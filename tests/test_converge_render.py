@@ -12,7 +12,7 @@ import pytest
 
 from ops.mockrun import run_stack
 from render.converge import converge_script, late_names, script_digest
-from render.host import host_plan
+from render.roles import host_plan
 from model.derive import DEPLOY_USER
 from model import derive
 from model.load import build_stack
@@ -178,7 +178,7 @@ def _sample(name: str) -> str:
 
 
 def _files(checker: str):
-    from render.host import LATE_MARK
+    from render.plan import LATE_MARK
 
     for stack in STACKS:
         for host in model(stack).hosts:
@@ -247,7 +247,7 @@ def test_removing_a_person_removes_their_peer_and_their_login():
 
 
 def test_the_dns_host_carries_the_zone_and_derives_its_serial_on_the_host():
-    from render import dns
+    from render.roles import dns
 
     m = model("prod")
     zone = dns.zone_name(m)
@@ -264,7 +264,7 @@ def test_the_dns_host_carries_the_zone_and_derives_its_serial_on_the_host():
 def test_a_late_value_reaches_the_file_but_never_the_rendered_script(tmp_path):
     """Secrets and generated keys travel as placeholders, filled only on the way to the host's stdin."""
     from render.converge import fill, late_names
-    from render.host import ManagedFile, late
+    from render.plan import ManagedFile, late
 
     stack = model("staging")
     plan = host_plan(stack, "gateway")

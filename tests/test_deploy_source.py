@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import pytest
 
-from render.host import AUTHORIZED_KEYS_DIR, host_plan
+from render.roles.base import AUTHORIZED_KEYS_DIR
+
+from render.roles import host_plan
 from model import derive
 from model.load import load_stack
 from tests.test_bad_input import assert_reported, base_config, refusal

@@ -18,7 +18,7 @@ import pytest
 from ops.lab import available
 from ops.labstack import converged_lab
 from ops.remote import converge
-from render.host import AUTHORIZED_KEYS_DIR
+from render.roles.base import AUTHORIZED_KEYS_DIR
 from model import derive
 
 HOSTS = ("gw", "h1")

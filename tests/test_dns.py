@@ -26,7 +26,7 @@ from checkdmarc.spf import parse_spf_record
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
 
-from render import dns as rdns
+from render.roles import dns as rdns
 from model.dns import Dns, build_dns
 from model.errors import ConfigError
 from model.load import load_stack

@@ -15,7 +15,8 @@ import pytest
 
 from ops import drift
 from ops.drift import Finding, HostReport, Report, compare, probe_script
-from render.host import ManagedFile, host_plan, late
+from render.plan import ManagedFile, late
+from render.roles import host_plan
 from model.load import load_stack
 
 

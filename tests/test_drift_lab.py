@@ -11,7 +11,7 @@ import yaml
 from ops import drift
 from ops.lab import Lab, available, layout
 from ops.labstack import LabStack, boot_and_converge, lab_stack
-from render.host import host_plan
+from render.roles import host_plan
 
 HOSTS = ("gw", "h1", "h2")
 FRONT = "10.213.90.0/24"

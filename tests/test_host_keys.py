@@ -15,7 +15,7 @@ from components.host_keys import key_resource_name
 from ops.mockrun import Run, plain, run_stack
 from ops.plan import build_report, format_report
 from render import hostkeys
-from render.host import host_plan
+from render.roles import host_plan
 from model import derive
 from tests.program_runs import SNIPPET, STACKS, child, model, raw, run, snippet_source
 
@@ -200,7 +200,7 @@ def test_a_negative_generation_is_refused_with_its_key_path():
 
 @pytest.mark.parametrize("stack", STACKS)
 def test_backup_clients_pin_the_targets_key_and_learn_no_other(stack):
-    from render import backup
+    from render.roles import backup
 
     m = model(stack)
     assert "StrictHostKeyChecking=yes" in backup.ssh_command() and "accept-new" not in backup.ssh_command()

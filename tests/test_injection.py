@@ -34,7 +34,8 @@ import yaml
 from render import quote
 from render.cloud_init import user_data
 from render.converge import converge_script, fill, late_names
-from render.host import LATE_MARK, host_plan
+from render.plan import LATE_MARK
+from render.roles import host_plan
 from model import derive
 from model.errors import ConfigError
 from model.load import build_stack

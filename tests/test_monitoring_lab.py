@@ -17,7 +17,7 @@ import pytest
 from ops.lab import Lab, available, layout
 from ops.labstack import LabStack, boot_and_converge, lab_stack
 from ops.remote import Result, converge
-from render import monitoring as mr
+from render.roles import monitoring as mr
 from model.load import build_stack
 from model.monitoring import ALERTMANAGER_PORT, PROMETHEUS_PORT
 

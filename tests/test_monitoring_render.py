@@ -26,9 +26,10 @@ import yaml
 from ops.lab import stop_process
 from ops.mockrun import OFFLINE_SECRETS, run_stack
 from render import metrics
-from render import monitoring as mr
+from render.roles import monitoring as mr
 from render.converge import converge_script, late_names
-from render.host import LATE_MARK, host_plan
+from render.plan import LATE_MARK
+from render.roles import host_plan
 from model import derive
 from model.errors import ConfigError
 from model.load import PROJECT, build_stack

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from render import proxy
-from render.host import host_plan
+from render.roles import reverse_proxy as proxy
+from render.roles import host_plan
 from model import derive
 from tests.program_runs import STACKS, model
 

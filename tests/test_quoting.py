@@ -53,12 +53,12 @@ APPROVED = {
 ALLOWED = {
     "converge.sh.j2": {
         "loop.index",  # an int
-        "piece",  # a late value's name, asserted [a-z0-9][a-z0-9/_.-]* by render.host.late()
+        "piece",  # a late value's name, asserted [a-z0-9][a-z0-9/_.-]* by render.plan.late()
     },
     "monitoring/pve-exporter.service.j2": {"port"},  # model.monitoring.PVE_EXPORTER_PORT, an int constant
     # Written in Python by render/shortlinks.py with quote.nginx_quote; statuses and the count are ints.
     "reverse_proxy/shortlinks.conf.j2": {"entry", "host", "redirect_status", "unknown_status", "count", "source"},
-    # Late values, already YAML scalars (render.monitoring.yaml_scalar), or their placeholders;
+    # Late values, already YAML scalars (render.roles.monitoring.yaml_scalar), or their placeholders;
     # the scrape jobs are yaml.dump output; probe_alerts is a constant regex of alert names.
     "monitoring/alertmanager.yml.j2": {"smtp_password", "smtp_password_file", "matrix_url", "probe_alerts"},
     "monitoring/pve.yml.j2": {"token"},

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from render.host import SSHD_DROPIN as SSHD_DROPIN_PATH
+from render.roles.base import SSHD_DROPIN as SSHD_DROPIN_PATH
 from tests.program_runs import SNIPPET, STACKS, run, snippet_source
 
 CLOUD_INIT = shutil.which("cloud-init")
@@ -129,7 +129,7 @@ def test_a_dropin_sorting_after_cloud_init_would_lose(tmp_path):
 
 @pytest.mark.parametrize("stack", STACKS)
 def test_the_bastion_forwards_only_to_lan_hosts_ssh_and_shows_no_debian_patch_level(tmp_path, stack):
-    from render.host import jump_targets
+    from render.roles.base import jump_targets
     from tests.program_runs import model
 
     name, content = _dropin(stack)

@@ -31,9 +31,9 @@ from ops.labstack import (
     web_lab_stack,
 )
 from ops.remote import Result, converge
-from render import dns as zone
+from render.roles import dns as zone
 from render import shortlinks
-from render.proxy import TLS_DIR, certificates
+from render.roles.reverse_proxy import TLS_DIR, certificates
 from model.load import build_stack
 from model.stack import Stack
 

@@ -11,7 +11,9 @@ from typing import Optional
 from model.dns import Dns, front_host, in_zone, mx_name, nameserver_host, nameservers, published_addresses
 from model.stack import Stack
 
-from .templates import render
+from .. import quote
+from ..plan import DeriveStep, HostPlan, ManagedFile, Role
+from ..templates import render
 
 # Where things live on the dns host. The body is the managed file (converge compares its hash, the
 # drift check compares it); the live zone is the body with its serial set, written by zone-serial.sh.
@@ -296,14 +298,11 @@ def serial_script() -> str:
 
 
 def dns_files(stack: Stack, dns: Dns) -> list:
-    """The files the `dns` role adds to a host plan (render.host.ManagedFile).
+    """The files the `dns` role adds to a host plan (render.plan.ManagedFile).
 
     The zone body reloads nothing by itself: the converge runs zone-serial.sh after the swap and
     reloads named when it prints `changed`.
     """
-    # Imported here: render.host will import this module to add the role.
-    from .host import ManagedFile
-
     zone = zone_name(stack)
     return [
         ManagedFile(NAMED_CONF_OPTIONS, named_conf_options(), group="bind", unit=UNIT, check="named-checkconf"),
@@ -312,3 +311,21 @@ def dns_files(stack: Stack, dns: Dns) -> list:
         ManagedFile(SERIAL_SCRIPT, serial_script(), mode="0755", check="shell"),
     ]
 
+
+NAME = "dns"
+
+
+def contribute(stack: Stack, host: str, plan: HostPlan) -> None:
+    """BIND serving the site's zone; the zone's serial is derived on the host after the swap."""
+    if stack.dns is None:
+        return
+    plan.files += dns_files(stack, stack.dns)
+    plan.packages += PACKAGES
+    plan.units += [UNIT]
+    zone = zone_name(stack)
+    plan.derive.append(
+        DeriveStep(f"zone {zone}", quote.sh_join([SERIAL_SCRIPT, body_path(zone), live_path(zone)]), UNIT)
+    )
+
+
+ROLE = Role(NAME, contribute, bare_units=("named.service",), packages=tuple(PACKAGES))

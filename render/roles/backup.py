@@ -11,10 +11,9 @@ import json
 from model import backup as backup_model
 from model.stack import Stack
 
-from . import hostkeys, metrics
-from .host import HostPlan, ManagedFile, late
-from . import quote
-from .templates import TEMPLATES, render, render_shell
+from .. import hostkeys, metrics, quote
+from ..plan import HostPlan, ManagedFile, Role, late
+from ..templates import TEMPLATES, render, render_shell
 
 BORG_USER = backup_model.BORG_USER
 STATE_DIR = "/var/lib/hypha-backup"
@@ -279,3 +278,10 @@ def backup_target(stack: Stack, host: str, plan: HostPlan) -> None:
         home=BORG_HOME, state=STATE_DIR, scratch=DRILL_DIR, offsite_dir="/etc/hypha-backup/offsite",
         passphrase_dir=PASSPHRASE_DIR, archive_state=ARCHIVE_STATE_DIR,
     ))
+
+
+# Two roles in one module, as they share the repository layout: the target one picks, and the client
+# every host that holds data is (not a role one picks; render/roles/__init__.py applies it last).
+NAME = "backup_target"
+ROLE = Role(NAME, backup_target, packages=tuple(TARGET_PACKAGES))
+CLIENT = Role("backup_client", backup_client, bare_units=("borgmatic.timer",), packages=tuple(CLIENT_PACKAGES))

@@ -46,9 +46,13 @@ from model.monitoring import (
     ui_services,
 )
 
-from . import metrics
-from .quote import Shell, sh
-from .templates import render
+from model import backup as backup_model
+
+from .. import metrics
+from ..plan import HostPlan, ManagedFile, Role, late
+from ..quote import Shell, sh
+from ..templates import render
+from . import backup
 
 PACKAGES = ["prometheus", "prometheus-alertmanager", "prometheus-blackbox-exporter"]
 PROMETHEUS_UNIT = "prometheus"
@@ -81,7 +85,7 @@ RELAY_PATH = "/hypha-webhook"
 ALERTMANAGER_STORAGE = "/var/lib/prometheus/alertmanager"
 SCRAPE_USER = "prometheus"
 
-# Late values (render.host.late) this role asks for; components/monitoring.py makes them.
+# Late values (render.plan.late) this role asks for; components/monitoring.py makes them.
 LATE_SMTP_PASSWORD = "monitoring/smtp-password"
 LATE_MATRIX_URL = "monitoring/matrix-url"
 LATE_PVE_TOKEN = "monitoring/pve-token"
@@ -275,14 +279,10 @@ def _yaml_list(items: list, indent: int) -> str:
 
 def rules(stack: Stack) -> str:
     """The alert rules: thresholds above; the backup clients (who must report) come from the catalog."""
-    from model import backup as backup_spec
-
-    from . import backup
-
     return render(
         "monitoring/rules.yml.j2",
         m=metrics,
-        clients=backup_spec.clients(stack) if stack.backup is not None else [],
+        clients=backup_model.clients(stack) if stack.backup is not None else [],
         client_unit=backup.CLIENT_UNIT,
         drill_unit=backup.target_unit("drill"),
         watch_unit=backup.target_unit("watch"),
@@ -304,8 +304,6 @@ def rules(stack: Stack) -> str:
 
 
 def alertmanager_config(stack: Stack, mon: Monitoring) -> str:
-    from .host import late
-
     email = mon.email
     # The chat room through the guard's relay, which holds its real URL (module docstring).
     matrix_url = yaml_scalar(f"http://{RELAY_LISTEN}{RELAY_PATH}") if mon.matrix is not None else None
@@ -330,8 +328,6 @@ def nginx_string(value: str, what: str) -> str:
 
 def guard_site(stack: Stack, mon: Monitoring) -> str:
     """The nginx in front of Alertmanager, and the relay to the chat room (module docstring)."""
-    from .host import late
-
     host = monitoring_host(stack)
     relay = None
     if mon.matrix is not None:
@@ -409,9 +405,7 @@ def pve_install_step(mon: Monitoring) -> Shell:
 
 
 def monitoring_files(stack: Stack, mon: Monitoring) -> list:
-    """The files the monitoring role adds to its host (render.host.ManagedFile)."""
-    from .host import ManagedFile, late
-
+    """The files the monitoring role adds to its host (render.plan.ManagedFile)."""
     secret = dict(mode="0640", owner="root", group="prometheus")
     files = [
         ManagedFile(PROMETHEUS_CONFIG, prometheus_config(stack, mon), unit=PROMETHEUS_UNIT, check="promtool-config"),
@@ -471,7 +465,7 @@ def monitoring_files(stack: Stack, mon: Monitoring) -> list:
     return files
 
 
-def monitoring(stack: Stack, host: str, plan) -> None:
+def contribute(stack: Stack, host: str, plan: HostPlan) -> None:
     """The monitoring role's files, packages and units; nothing while the stack has no `monitoring` section."""
     mon = stack.monitoring
     if mon is None:
@@ -488,6 +482,15 @@ def monitoring(stack: Stack, host: str, plan) -> None:
         plan.packages += ["python3-venv"]
         plan.units += [PVE_UNIT]
         plan.prepare.append(pve_install_step(mon))
+
+
+NAME = "monitoring"
+ROLE = Role(
+    NAME,
+    contribute,
+    bare_units=("prometheus.service", "prometheus-alertmanager.service", "prometheus-blackbox-exporter.service"),
+    packages=(*PACKAGES, "nginx", "python3-venv"),
+)
 
 
 # --- the values behind the late placeholders, pure so the lab and the program make them alike -------

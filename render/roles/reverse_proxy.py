@@ -13,9 +13,10 @@ from pathlib import Path
 
 from model.stack import Stack
 
-from . import shortlinks
-from .quote import Shell, sh, sh_join
-from .templates import TEMPLATES, render
+from .. import shortlinks
+from ..plan import HostPlan, ManagedFile, Role
+from ..quote import Shell, sh, sh_join
+from ..templates import TEMPLATES, render
 
 TLS_DIR = "/etc/nginx/tls"
 WEBROOT = "/var/www/acme"
@@ -61,9 +62,7 @@ def site(stack: Stack, name: str) -> str:
 
 
 def proxy_files(stack: Stack) -> list:
-    """The files the reverse_proxy role adds to a host plan (render.host.ManagedFile)."""
-    from .host import ManagedFile
-
+    """The files the reverse_proxy role adds to a host plan (render.plan.ManagedFile)."""
     nginx = dict(unit=UNIT, check="nginx")
     files = [
         ManagedFile("/etc/nginx/nginx.conf", render("reverse_proxy/nginx.conf.j2"), **nginx),
@@ -143,3 +142,19 @@ def certbot_step(stack: Stack) -> Shell:
 def certificates(stack: Stack) -> dict[str, list[str]]:
     """Certificate name (the service) to the names it covers."""
     return {n: list(s.domains) for n, s in proxied_services(stack).items()}
+
+
+NAME = "reverse_proxy"
+
+
+def contribute(stack: Stack, host: str, plan: HostPlan) -> None:
+    """nginx with TLS for the public services and the shortlinks, certificates from the ACME CA."""
+    plan.files += proxy_files(stack)
+    plan.packages += PACKAGES
+    plan.units += [UNIT, RENEW_UNIT]
+    plan.absent.append((DEBIAN_DEFAULT_SITE, UNIT))
+    plan.prepare.append(placeholder_step(stack))
+    plan.finish.append(certbot_step(stack))
+
+
+ROLE = Role(NAME, contribute, bare_units=("nginx.service", "certbot.timer"), packages=tuple(PACKAGES))

@@ -1,0 +1,52 @@
+"""The one list of host roles: each marked as converging (render/roles/ has its module) or a label,
+with the ports it opens to the world (the firewalls open them; placement keeps services off them).
+
+A label-only role renders nothing; it only names what runs there (`web`, `app`). A test holds this
+table and render/roles/__init__.py's registry equal both ways.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+CONVERGES = "converges"
+LABEL = "label"
+
+
+@dataclass(frozen=True)
+class RoleFacts:
+    kind: str
+    """CONVERGES or LABEL."""
+    public_ports: tuple[tuple[str, int, str], ...] = ()
+    """(proto, port, comment) the role opens to the world, whatever the catalog says."""
+    description: str = ""
+
+
+ROLES: dict[str, RoleFacts] = {
+    "gateway": RoleFacts(CONVERGES, (("tcp", 22, "ssh bastion"),), description="SSH bastion and WireGuard VPN"),
+    "reverse_proxy": RoleFacts(
+        CONVERGES, (("tcp", 80, "http (acme, redirect)"), ("tcp", 443, "https")), description="nginx with TLS for public services"
+    ),
+    "web": RoleFacts(LABEL, description="label: runs web services of the catalog"),
+    "dns": RoleFacts(CONVERGES, (("udp", 53, "dns"), ("tcp", 53, "dns")), description="authoritative BIND for the site's zone"),
+    "backup_target": RoleFacts(CONVERGES, description="borg repositories of every data host"),
+    "monitoring": RoleFacts(
+        CONVERGES,
+        description="Prometheus, Alertmanager and the exporters",
+    ),
+    "app": RoleFacts(LABEL, description="label: runs application services of the catalog"),
+    "mail": RoleFacts(LABEL, description="label: the list server (no mail daemon is rendered yet)"),
+}
+
+HOST_ROLES = tuple(ROLES)
+"""Role names in documentation order."""
+
+
+def converging() -> list[str]:
+    return [name for name, facts in ROLES.items() if facts.kind == CONVERGES]
+
+
+def public_ports(role: str) -> list[tuple[str, int, str]]:
+    facts = ROLES.get(role)
+    return list(facts.public_ports) if facts else []
+
