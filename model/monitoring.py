@@ -31,7 +31,8 @@ def ui_services(stack) -> dict[str, Optional[str]]:
     out: dict[str, Optional[str]] = {}
     for ui, port in (("prometheus", PROMETHEUS_PORT), ("alertmanager", ALERTMANAGER_PORT)):
         out[ui] = next(
-            (n for n, s in sorted(stack.services.items()) if s.host == host and s.port == port and s.public), None
+            (n for n, s in sorted(stack.services.items()) if s.host == host and s.port == port and s.public and s.retired is None),
+            None,
         )
     return out
 
@@ -127,7 +128,7 @@ def check_monitoring(monitoring, site, hosts, services, people) -> list[Problem]
     if monitoring.ui == "proxy":
         host = mon_hosts[0]
         for ui, port in (("prometheus", PROMETHEUS_PORT), ("alertmanager", ALERTMANAGER_PORT)):
-            if not any(s.host == host and s.port == port and s.public for s in services.values()):
+            if not any(s.host == host and s.port == port and s.public and s.retired is None for s in services.values()):
                 add(
                     "monitoring.ui",
                     f"is `proxy` but no public service publishes the {ui} UI; add services.{ui} "
