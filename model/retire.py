@@ -68,3 +68,24 @@ def check_retired(hosts: dict, services: dict) -> list[Problem]:
                                f"{r.redirect} is on {target}, a name of services.{gone[target]}, which is retired too "
                                f"(it answers {answer}); redirect to where people should end up"))
     return out
+
+
+def summary(stack) -> list[dict]:
+    """One entry per retired service, for the plan (`make plan`) and other readers: its date, what
+    its names answer, and whether its host is still in the stack (its data still backed up)."""
+    from .backup import clients as backup_clients
+
+    clients = set(backup_clients(stack))
+    return [
+        {
+            "service": name,
+            "date": svc.retired.date.isoformat(),
+            "status": svc.retired.status,
+            "redirect": svc.retired.redirect,
+            "domains": list(svc.domains) if svc.public else [],
+            "host": svc.host,
+            "host_removed": svc.host not in stack.hosts,
+            "backed_up": svc.host in clients,
+        }
+        for name, svc in retired(stack.services).items()
+    ]

@@ -7,6 +7,7 @@ from __future__ import annotations
 import copy
 import datetime
 import functools
+import re
 from typing import Any
 
 import pytest
@@ -172,3 +173,143 @@ def test_the_plan_endpoints_show_a_retired_service_as_retired():
     ends = {e["url"]: e["upstream"] for e in derive.public_endpoints(build_stack(raw, "prod"))}
     assert ends["https://lists.hypha.coop/"] == "retired 2026-11-30: 301 https://hypha.coop/lists"
     assert ends["https://loomio.hypha.coop/"] == "retired 2026-11-30: 410 gone"
+
+
+# --- what the hosts get --------------------------------------------------------------------------------
+
+
+def _retired_prod():
+    """prod with lists retired to a page on the main site and loomio retired without a redirect."""
+    raw = retire(config(), "lists", redirect="https://hypha.coop/lists?from=lists&why=retired")
+    retire(raw, "loomio")
+    return build_stack(raw, "prod")
+
+
+@pytest.fixture
+def links_elsewhere(monkeypatch, tmp_path):
+    """The committed shortlinks.csv with its links to lists and loomio pointed elsewhere, as the
+    refusal below asks a retirement to do."""
+    from render import shortlinks
+
+    text = re.sub(r"https://(lists|loomio)\.hypha\.coop/[^\n]*", r"https://hypha.coop/\1", shortlinks.read(shortlinks.CSV_PATH))
+    path = tmp_path / "shortlinks.csv"
+    path.write_text(text)
+    monkeypatch.setattr(shortlinks, "CSV_PATH", path)
+    return path
+
+
+def _proxy_files(stack) -> dict[str, str]:
+    from render.roles import host_plan
+
+    (proxy,) = derive.hosts_with_role(stack, "reverse_proxy")
+    return {f.path: f.content for f in host_plan(stack, proxy).files}
+
+
+def test_a_retired_services_names_answer_its_redirect_on_443_and_80(links_elsewhere):
+    files = _proxy_files(_retired_prod())
+    site = files["/etc/nginx/sites-enabled/hypha-lists.conf"]
+    assert site.count('return 301 "https://hypha.coop/lists?from=lists&why=retired";') == 2
+    assert "listen 443 ssl" in site and "listen 80;" in site and "server_name lists.hypha.coop;" in site
+    # Renewals keep working: the challenge is still answered on port 80.
+    assert "location /.well-known/acme-challenge/" in site
+
+
+def test_a_retired_service_without_a_redirect_answers_410(links_elsewhere):
+    site = _proxy_files(_retired_prod())["/etc/nginx/sites-enabled/hypha-loomio.conf"]
+    assert site.count('return 410 "loomio.hypha.coop was retired on 2026-11-30 and is gone.";') == 2
+
+
+def test_a_retired_services_upstream_is_no_longer_proxied(links_elsewhere):
+    stack = _retired_prod()
+    files = _proxy_files(stack)
+    upstreams = {f"{stack.hosts[h].lan_ip}:{p}" for h, p in (("lists", 8000), ("loomio", 3000))}
+    assert not [path for path, text in files.items() for u in upstreams if u in text]
+    # The live services still are.
+    assert "proxy_pass http://10.0.1.13:8080;" in files["/etc/nginx/sites-enabled/hypha-www.conf"]
+
+
+def test_port_80_no_longer_sends_retired_names_through_https(links_elsewhere):
+    acme = _proxy_files(_retired_prod())["/etc/nginx/sites-enabled/hypha-acme.conf"]
+    assert "lists.hypha.coop" not in acme and "loomio.hypha.coop" not in acme and "hypha.coop" in acme
+
+
+def test_a_retired_services_certificate_keeps_being_renewed(links_elsewhere):
+    from render.roles import reverse_proxy
+
+    stack = _retired_prod()
+    assert reverse_proxy.certificates(stack)["lists"] == ["lists.hypha.coop"]
+    assert "-d lists.hypha.coop" in reverse_proxy.certbot_step(stack)
+
+
+def test_a_retired_service_has_no_probe_and_so_no_alerts(links_elsewhere):
+    from render.roles import monitoring
+
+    stack = _retired_prod()
+    probed = {p["labels"].get("service") for p in monitoring.http_probes(stack, stack.monitoring)}
+    assert "lists" not in probed and "loomio" not in probed and "www" in probed
+    prometheus = monitoring.prometheus_config(stack, stack.monitoring)
+    assert "lists.hypha.coop" not in prometheus and "loomio.hypha.coop" not in prometheus
+
+
+def test_a_retired_services_names_stay_in_the_zone(links_elsewhere):
+    from render.roles import dns
+
+    stack = _retired_prod()
+    records = {(r.name, r.type, r.data) for r in dns.zone_records(stack, stack.dns)}
+    front = stack.hosts["web1"]
+    for name in ("lists.hypha.coop", "loomio.hypha.coop"):
+        assert (name, "A", str(front.public_ipv4)) in records
+        assert (name, "AAAA", str(front.public_ipv6)) in records
+
+
+def test_a_shortlink_to_a_retired_service_is_refused_naming_file_line_and_service():
+    from ops import mockrun
+    from render import shortlinks
+
+    raw = retire(config(), "lists", redirect="https://hypha.coop/lists")
+    with pytest.raises(shortlinks.ShortlinksError) as caught:
+        mockrun.run_stack("prod", raw=raw)
+    assert mockrun.last_run.resources == [], "resources were registered before the shortlinks were refused"
+    line = next(i for i, row in enumerate(shortlinks.read(shortlinks.CSV_PATH).splitlines(), 1) if "lists.hypha.coop" in row)
+    (problem,) = caught.value.problems
+    assert problem.path == f"shortlinks.csv:{line}"
+    assert "services.lists" in problem.message and "retired on 2026-11-30" in problem.message
+    assert "https://hypha.coop/lists" in problem.message
+
+
+def test_an_alias_to_a_shortlink_of_a_retired_service_is_reported_once_at_the_link():
+    from render import shortlinks
+
+    text = "keyword,destination_url\nmeet,https://meet.hypha.coop/room\nvideo,https://link.hypha.coop/meet\n"
+    links = shortlinks.parse(text, shortener_host="link.hypha.coop")
+    gone = {"meet.hypha.coop": ("meet", Retired.model_validate({"date": "2026-11-30"}))}
+    (problem,) = shortlinks.retired_problems(links, gone)
+    assert problem.path == "shortlinks.csv:2" and "410 Gone" in problem.message and "remove the line" in problem.message
+
+
+def test_the_proxy_config_with_retired_services_passes_nginx_t_and_gixy(tmp_path, links_elsewhere):
+    import json
+    import subprocess
+
+    from tests.test_proxy_render import GIXY, NGINX, _candidate
+
+    conf = _candidate(tmp_path, "prod", _retired_prod())
+    assert (conf.parent / "sites-enabled" / "hypha-lists.conf").read_text().count("return 301") == 2
+    result = subprocess.run([NGINX, "-t", "-c", str(conf)], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    # A name on two port-80 servers would be a warning ("conflicting server name"), not an error.
+    assert "conflicting" not in result.stderr, result.stderr
+    found = json.loads(subprocess.run([GIXY, "-f", "json", str(conf)], capture_output=True, text=True, timeout=120).stdout)
+    assert [f for f in found if str(f.get("severity", "")).upper() in ("HIGH", "MEDIUM")] == []
+
+
+def test_make_plan_shows_a_retired_service_as_retired(links_elsewhere):
+    from ops import plan
+
+    raw = retire(config(), "lists", redirect="https://hypha.coop/lists")
+    retire(raw, "loomio")
+    text = plan.format_report(plan.build_report("prod", raw=raw))
+    assert "Retired services" in text
+    assert any(l.split()[:4] == ["lists", "since", "2026-11-30", "301"] and "https://hypha.coop/lists" in l for l in text.splitlines())
+    assert any(l.split()[:4] == ["loomio", "since", "2026-11-30", "410"] and "still backed up" in l for l in text.splitlines())
+    assert "https://lists.hypha.coop/" in text and "retired 2026-11-30: 301 https://hypha.coop/lists" in text
