@@ -5,6 +5,8 @@ suites), one certificate per service covering its domains, `www.` names redirect
 port 80 only for ACME http-01 and the redirect to HTTPS, and a handshake refused for unknown names.
 Certificates live behind symlinks in /etc/nginx/tls/<service>/: a self-signed placeholder until
 certbot has one, so nginx starts (and answers challenges) before any certificate exists.
+A retired service (model/retire.py) keeps its certificate and names, answered with its redirect
+(301) or 410 on 443 and on 80 alike (its own port-80 server, so the shared one leaves its names out).
 """
 
 from __future__ import annotations
