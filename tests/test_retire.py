@@ -11,6 +11,8 @@ import re
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from model import derive
 from model.errors import ConfigError
@@ -313,3 +315,21 @@ def test_make_plan_shows_a_retired_service_as_retired(links_elsewhere):
     assert any(l.split()[:4] == ["lists", "since", "2026-11-30", "301"] and "https://hypha.coop/lists" in l for l in text.splitlines())
     assert any(l.split()[:4] == ["loomio", "since", "2026-11-30", "410"] and "still backed up" in l for l in text.splitlines())
     assert "https://lists.hypha.coop/" in text and "retired 2026-11-30: 301 https://hypha.coop/lists" in text
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(max_size=40))
+def test_a_hostile_redirect_is_refused_or_reaches_nginx_as_one_word_meaning_itself(tail):
+    from pydantic import ValidationError
+
+    from render.quote import nginx_str
+
+    url = "https://meet.jit.si/" + tail
+    try:
+        r = Retired.model_validate({"date": "2026-11-30", "redirect": url})
+    except ValidationError:
+        return
+    # Nothing that ends a directive, opens a block, expands a variable or splits a header line.
+    assert not set(r.redirect) & set(" \t\n\r\"';{}$\\`\x00\u2028")
+    word = nginx_str(r.redirect)
+    assert word == r.redirect or word == f'"{r.redirect}"'
