@@ -145,3 +145,14 @@ def test_an_unchanged_stack_passes_and_without_a_baseline_the_rule_cannot_judge(
     monkeypatch.delenv(BASELINE_ENV, raising=False)
     verdict = evaluate(_committed_run(), raw, env={BASELINE_ENV: None}).verdict(REMOVAL)
     assert verdict.violations == [] and "no baseline" in verdict.not_applicable
+
+
+def test_every_other_policy_passes_a_stack_with_a_retired_service_and_its_host_removed(baseline, links_elsewhere):
+    # public-services-dns-tls among them: the retired names still have records and a certificate.
+    raw, run = _without("loomio")
+    final = {"loomio": "loomio-2026-11-30T14:05:09"}
+    config = copy.deepcopy(load_policy_config("prod"))
+    config[REMOVAL] = {"finalBackups": final}
+    report = evaluate(run, raw, config=config, env={BASELINE_ENV: str(baseline), ALLOW_REPLACE_ENV: "loomio"})
+    failing = {v.policy: [x.message for x in v.violations] for v in report.verdicts if v.violations}
+    assert failing == {}
