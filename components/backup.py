@@ -76,7 +76,8 @@ class Backups(pulumi.ComponentResource):
         """The value behind a `borg/...` placeholder, always a Pulumi secret (public keys excepted)."""
         parts = name.split("/")
         clients = backup_model.clients(self.stack)
-        if len(parts) == 3 and parts[1] == "passphrase" and parts[2] in clients:
+        # The same RandomPassword (same name) for a removed host's kept repository (model.backup.kept).
+        if len(parts) == 3 and parts[1] == "passphrase" and (parts[2] in clients or parts[2] in backup_model.kept(self.stack)):
             return pulumi.Output.secret(self.passphrase(parts[2]).result)
         if len(parts) == 3 and parts[1] == "ssh-key" and parts[2] in clients:
             return pulumi.Output.secret(self.key(parts[2]).private_key_openssh)

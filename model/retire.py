@@ -5,7 +5,8 @@ A retired service stays in the catalog so that its names keep answering: the pro
 being renewed. Nothing else treats it as running: no upstream, no open port, no probe, no alert.
 Its data is still backed up while its host exists (the host is a backup client as before), so the
 final backup a host's removal needs (policy/policies.py, prod-data-host-removal) comes from the
-nightly run; once the host is removed, its repository stays on the target untouched.
+nightly run; once the host is removed, its repository stays on the target, readable while the
+retired entry declares its data (model.backup.kept).
 """
 
 from __future__ import annotations

@@ -156,3 +156,32 @@ def test_every_other_policy_passes_a_stack_with_a_retired_service_and_its_host_r
     report = evaluate(run, raw, config=config, env={BASELINE_ENV: str(baseline), ALLOW_REPLACE_ENV: "loomio"})
     failing = {v.policy: [x.message for x in v.violations] for v in report.verdicts if v.violations}
     assert failing == {}
+
+
+def test_a_removed_hosts_repository_stays_readable_on_the_target(links_elsewhere):
+    """Its passphrase is the same generated secret and stays on the target; nothing writes to the
+    repository any more: its client key is gone from the target, and the drill no longer expects it."""
+    from policy.view import script_files
+    from render.roles import backup as rb
+
+    raw, run = _without("loomio")
+    before = {r.name for r in _committed_run().resources if r.type == "random:index/randomPassword:RandomPassword"}
+    after = {r.name for r in run.resources if r.type == "random:index/randomPassword:RandomPassword"}
+    assert "borg-passphrase-loomio" in before and after == before
+    target = next(r for r in run.resources if r.type == "command:remote:Command" and r.name == "backup1-converge")
+    stdin = target.inputs["stdin"]
+    files = script_files(stdin["value"] if isinstance(stdin, dict) else stdin)
+    assert f"{rb.PASSPHRASE_DIR}/loomio" in files
+    assert "loomio" not in files[rb.AUTHORIZED_KEYS].content
+    assert "loomio" not in json.loads(files[rb.TARGET_CONFIG].content)["repositories"]
+
+
+def test_dropping_the_retired_entrys_data_lets_the_repository_go(links_elsewhere):
+    from model import backup
+    from model.load import build_stack
+
+    raw = copy.deepcopy(_without("loomio")[0])
+    assert backup.kept(build_stack(raw, "prod")) == ["loomio"]
+    raw["services"]["loomio"].pop("data_paths")
+    raw["services"]["loomio"].pop("databases")
+    assert backup.kept(build_stack(raw, "prod")) == []
