@@ -319,7 +319,8 @@ class Service(_Model):
         description="The service is retired (`date`, optional `redirect`): the proxy answers its names with the redirect "
         "or 410, over HTTPS (its certificate is still renewed) and on port 80; its upstream is no longer proxied, "
         "its port no longer opened, its probe and alerts stop; its DNS names stay. Its data is still backed up "
-        "while its host exists, and `host` may name a host that has since been removed.",
+        "while its host exists; `host` may name a host that has since been removed, whose repository stays "
+        "readable on the target while `data_paths`/`databases` stay declared.",
     )
 
 
