@@ -204,8 +204,8 @@ def test_backup_clients_pin_the_targets_key_and_learn_no_other(stack):
 
     m = model(stack)
     assert "StrictHostKeyChecking=yes" in backup.ssh_command() and "accept-new" not in backup.ssh_command()
-    target = backup.spec.target_name(m)
-    for client in backup.spec.clients(m):
+    target = backup.backup_model.target_name(m)
+    for client in backup.backup_model.clients(m):
         f = next(f for f in host_plan(m, client).files if f.path == backup.CLIENT_KNOWN_HOSTS)
         assert f.content == f"{m.hosts[target].lan_ip} " + hostkeys.late_name(target, "ed25519", "public").join(
             ["\x00late:", "\x00"])
