@@ -27,7 +27,8 @@ from pulumi.runtime.proto import analyzer_pb2_grpc
 
 from ops.mockrun import Registered, Run, plain, run_stack
 from ops.policy_check import evaluate, export_state, load_policy_config, resolve
-from policy.policies import ALLOW_REPLACE_ENV, BASELINE_ENV, POLICIES
+from policy.policies import POLICIES
+from policy.replacement import ALLOW_REPLACE_ENV, BASELINE_ENV
 from policy.view import script_files
 from model.load import ROOT, read_stack_config
 
