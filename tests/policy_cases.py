@@ -24,13 +24,10 @@ import yaml
 from ops.mockrun import Registered, Run, plain, run_stack
 from policy.view import script_files
 from model.load import read_stack_config
+from tests.program_runs import CLUSTER_FIREWALL, FW_RULES, SNIPPET, VM
 
-VM = "proxmoxve:index/vmLegacy:VmLegacy"
-SNIPPET = "proxmoxve:index/fileLegacy:FileLegacy"
 COMMAND = "command:remote:Command"
 BACKUP_JOB = "proxmoxve:backup/job:Job"
-CLUSTER_FIREWALL = "proxmoxve:cluster/firewallLegacy:FirewallLegacy"
-FW_RULES = "proxmoxve:firewall/rulesLegacy:RulesLegacy"
 ZONE = "/etc/bind/hypha/hypha.coop.zone"
 DEPLOY_KEYS = "/etc/ssh/authorized_keys/deploy"
 SSHD_DROPIN = "/etc/ssh/sshd_config.d/10-hypha.conf"
