@@ -13,18 +13,16 @@ import binascii
 import os
 import re
 import shlex
-import sys
 from dataclasses import dataclass, field
 from functools import lru_cache
-from pathlib import Path
 from typing import Any, Iterable, Optional
 
+import pulumi
 import yaml
+from pulumi.runtime.config import CONFIG, get_config_env
 
-# The pack runs from policy/ (its own process under the engine); model/ lives one level up.
-ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+from model.load import build_stack
+from model.secrets import PROJECT_SECRET_KEYS
 
 VM = "proxmoxve:index/vmLegacy:VmLegacy"
 SNIPPET = "proxmoxve:index/fileLegacy:FileLegacy"
@@ -192,16 +190,11 @@ def with_tag(views: dict[str, HostView], tag: str) -> list[HostView]:
 
 def stack_raw() -> dict[str, Any]:
     """Every `hypha-infra:*` key of the stack config, parsed (the engine passes them in PULUMI_CONFIG)."""
-    import pulumi
-    from pulumi.runtime.config import CONFIG, get_config_env
-
-    from components.config import SECRET_KEYS
-
     keys = set(CONFIG.get()) | set(get_config_env())
     cfg = pulumi.Config(PROJECT)
     raw = {}
     for key in sorted(k.split(":", 1)[1] for k in keys if k.startswith(f"{PROJECT}:")):
-        if key in SECRET_KEYS:
+        if key in PROJECT_SECRET_KEYS:
             continue  # a secret; no policy reads it
         value = cfg.get_object(key)
         if value is not None:
@@ -217,8 +210,6 @@ def stack_model():
 
 @lru_cache(maxsize=8)
 def _model(raw_yaml: str, name: str):
-    from model.load import build_stack
-
     return build_stack(yaml.safe_load(raw_yaml), name)
 
 
