@@ -18,7 +18,7 @@ import pulumi_proxmoxve as pve
 import pulumi_random as random
 import pulumi_tls as tls
 
-from model import backup as backup_model
+from model import derive_backup as backup_model
 from model.stack import Stack
 
 PASSPHRASE_LENGTH = 48

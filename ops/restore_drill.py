@@ -22,7 +22,7 @@ import time
 from typing import Optional
 
 from render.roles import backup as rb
-from model import backup as backup_model
+from model import derive_backup as backup_model
 from model.stack import Stack
 
 RESTORED_DIR = f"{rb.STATE_DIR}/restored"

@@ -27,7 +27,7 @@ from ops.backuplab import DATA, OFFSITE_HOST, OFFSITE_PATH, TARGET, Layout, lab_
 from ops.lab import Lab, available
 from render.roles import backup as rb
 from render import metrics
-from model import backup as backup_model
+from model import derive_backup as backup_model
 from tests.test_backup_lab import Ctx
 
 LAYOUT = Layout(

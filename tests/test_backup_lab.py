@@ -22,7 +22,7 @@ from ops.lab import Lab, available
 from ops.remote import Result
 from render.roles import backup as rb
 from render import metrics
-from model import backup as backup_model
+from model import derive_backup as backup_model
 
 
 @dataclass

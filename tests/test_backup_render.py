@@ -16,7 +16,7 @@ from render.roles import backup as rb
 from render.converge import converge_script, late_names
 from render.plan import LATE_MARK
 from render.roles import host_plan
-from model import backup as backup_model
+from model import derive_backup as backup_model
 from model import derive
 from model.load import build_stack
 from tests.program_runs import STACKS, child, model, run

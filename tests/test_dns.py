@@ -27,7 +27,8 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
 
 from render.roles import dns as rdns
-from model.dns import Dns, build_dns
+from model.check_dns import build_dns
+from model.dns import Dns
 from model.errors import ConfigError
 from model.load import load_stack
 

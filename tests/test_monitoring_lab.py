@@ -19,7 +19,7 @@ from ops.labstack import LabStack, boot_and_converge, lab_stack
 from ops.remote import Result, converge
 from render.roles import monitoring as mr
 from model.load import build_stack
-from model.monitoring import ALERTMANAGER_PORT, PROMETHEUS_PORT
+from model.derive_monitoring import ALERTMANAGER_PORT, PROMETHEUS_PORT
 
 PREFIX = "hmo"
 FRONT = ipaddress.ip_network("10.213.80.0/24")

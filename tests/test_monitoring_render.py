@@ -33,7 +33,7 @@ from render.roles import host_plan
 from model import derive
 from model.errors import ConfigError
 from model.load import PROJECT, build_stack
-from model.monitoring import ALERTMANAGER_PORT, PROMETHEUS_PORT, monitoring_host
+from model.derive_monitoring import ALERTMANAGER_PORT, PROMETHEUS_PORT, monitoring_host
 from tests.program_runs import FW_RULES, STACKS, child, model, raw, run
 from tests.tools import need as _need
 
@@ -318,7 +318,7 @@ def test_backup_alerts_read_the_metrics_the_backup_role_writes():
 
 def test_every_backup_client_in_the_catalog_must_report_even_before_its_first_backup():
     """A new data host whose backups never ran has no timestamp to age: the catalog says it must report."""
-    from model import backup
+    from model import derive_backup as backup
 
     stack = model("prod")
     exprs = {r["alert"]: r["expr"] for r in _rules()}

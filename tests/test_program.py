@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from ops.mockrun import plain, run_stack
-from model import backup, derive
+from model import derive, derive_backup as backup
 from tests.program_runs import (
     CLUSTER_FIREWALL,
     FW_OPTIONS,

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 
-from model import backup as backup_model
+from model import derive_backup as backup_model
 from model.stack import Stack
 
 from .. import hostkeys, metrics, quote

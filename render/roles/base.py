@@ -3,7 +3,7 @@ journald, time, unattended upgrades, kernel settings and the host's own SSH keys
 
 from __future__ import annotations
 
-from model import backup, derive
+from model import derive, derive_backup as backup
 from model.keys import MIN_RSA_BITS
 from model.stack import Stack
 

@@ -36,17 +36,17 @@ import yaml
 
 from model import derive
 from model.stack import Stack
-from model.monitoring import (
+from model.monitoring import Monitoring
+from model.derive_monitoring import (
     ALERTMANAGER_PORT,
     BLACKBOX_PORT,
     PROMETHEUS_PORT,
     PVE_EXPORTER_PORT,
-    Monitoring,
     monitoring_host,
     ui_services,
 )
 
-from model import backup as backup_model
+from model import derive_backup as backup_model
 
 from .. import metrics
 from ..plan import HostPlan, ManagedFile, Role, late
