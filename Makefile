@@ -55,7 +55,7 @@ drift:
 
 # Throw-away hosts on this machine, converged as staging; Ctrl-C tears them down.
 lab:
-	$(PY) -m ops.lab up --stack $(or $(LAB_STACK),staging) $(ARGS)
+	$(PY) -m lab up --stack $(or $(LAB_STACK),staging) $(ARGS)
 
 docs:
 	$(PY) -m ops.docs --write

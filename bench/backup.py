@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/backup.py [--json]
 
-Brings up the backup lab (ops/backuplab.py: gateway, target, two clients, offsite server), then
+Brings up the backup lab (lab/backup.py: gateway, target, two clients, offsite server), then
 times, in this order: each client's first (full) backup and a second one (nothing changed), the
 target's prune, the restore drill (borg check + extract of every repository), the offsite copy,
 and a restore of c1's latest archive onto c2 (borg export-tar streamed through the gateways). As
@@ -19,8 +19,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from ops import restore_drill  # noqa: E402
-from ops.backuplab import CLIENTS, FRONT, LAN, PREFIX, TARGET, lab_hosts, prepare, start_unit  # noqa: E402
-from ops.lab import Lab, available  # noqa: E402
+from lab.backup import CLIENTS, FRONT, LAN, PREFIX, TARGET, lab_hosts, prepare, start_unit  # noqa: E402
+from lab.hosts import Lab, available  # noqa: E402
 from render.roles import backup as rb  # noqa: E402
 
 

@@ -1,7 +1,7 @@
 """Prints how long our converge script takes on a bare lab host and on a converged one, next to an
 ansible-core playbook doing the same base role on an identical lab host in the same run.
 
-    .venv/bin/python bench/converge.py      (or `make bench`; root: it runs the lab of ops/lab.py)
+    .venv/bin/python bench/converge.py      (or `make bench`; root: it runs the lab of lab/hosts.py)
 
 Targets: our first converge at most 1/3 of Ansible's, our no-op re-run at most 1/10 of Ansible's.
 Figures only: it exits 0 and says plainly when a target is missed (non-zero only when it could not
@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import concurrent.futures
 import hashlib
-import ipaddress
 import json
 import os
 import re
@@ -31,8 +30,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from ops.lab import Lab, available, layout  # noqa: E402
-from ops.labstack import LabStack, lab_stack  # noqa: E402
+from lab.hosts import Lab, available, layout  # noqa: E402
+from lab.stack import LabStack, lab_stack  # noqa: E402
+from lab.subnets import subnets  # noqa: E402
 from ops.remote import PINS, converge  # noqa: E402
 from render.converge import converge_script  # noqa: E402
 from render.roles.base import PEOPLE_GROUP  # noqa: E402
@@ -45,9 +45,7 @@ ANSIBLE_VENV = Path("/tmp/hypha-bench-ansible-venv")
 PLAYBOOK = ROOT / "bench" / "ansible" / "base.yml"
 
 PREFIX = "hbench"
-FRONT = ipaddress.ip_network("10.213.40.0/24")
-LAN = ipaddress.ip_network("10.213.41.0/24")
-VPN = ipaddress.ip_network("10.213.42.0/24")
+FRONT, LAN, VPN = subnets(PREFIX).front, subnets(PREFIX).lan, subnets(PREFIX).vpn
 # One round per pair (ours, Ansible's) of identical bare hosts. The second round runs Ansible first,
 # so neither tool always gets the warmer machine.
 ROUNDS = (("a", "b", "ours first"), ("a2", "b2", "ansible first"))

@@ -1,6 +1,6 @@
 """Prints how long `ops drift` takes over 5, 10 and 20 converged lab hosts (hosts are checked in parallel).
 
-    .venv/bin/python bench/drift_scale.py      (or `make bench`; root: it runs the lab of ops/lab.py)
+    .venv/bin/python bench/drift_scale.py      (or `make bench`; root: it runs the lab of lab/hosts.py)
 
 One lab of 20 hosts (a gateway and 19 others) is booted and converged once; the check then runs
 over the gateway plus the first 4, 9 and 19 others, three times each, and the median is printed.
@@ -11,7 +11,6 @@ only when it could not measure at all.
 
 from __future__ import annotations
 
-import ipaddress
 import os
 import statistics
 import sys
@@ -21,17 +20,16 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-import ops.labstack  # noqa: E402
+from lab import stack as labstack  # noqa: E402
 from ops.drift import check  # noqa: E402
-from ops.lab import Lab, available, layout  # noqa: E402
-from ops.labstack import LabStack, lab_stack  # noqa: E402
+from lab.hosts import Lab, available, layout  # noqa: E402
+from lab.stack import LabStack, lab_stack  # noqa: E402
 from ops.remote import PINS, converge  # noqa: E402
+from lab.subnets import subnets  # noqa: E402
 from model.load import read_stack_config  # noqa: E402
 
 PREFIX = "hds"
-FRONT = ipaddress.ip_network("10.213.100.0/24")
-LAN = ipaddress.ip_network("10.213.101.0/24")
-VPN = ipaddress.ip_network("10.213.102.0/24")
+FRONT, LAN, VPN = subnets(PREFIX).front, subnets(PREFIX).lan, subnets(PREFIX).vpn
 SIZES = (5, 10, 20)
 REPEATS = 3
 TARGET_20 = 5.0
@@ -93,7 +91,7 @@ def main() -> int:
         print(f"bench/drift_scale.py: cannot run a lab here: {why}", file=sys.stderr)
         return 1
     hosts = ("gw", *(f"h{i:02d}" for i in range(1, max(SIZES))))
-    ops.labstack.read_stack_config = _roomy_prod  # lab_stack reads the stack file itself
+    labstack.read_stack_config = _roomy_prod  # lab_stack reads the stack file itself
     ls = lab_stack("prod", hosts=hosts, front=FRONT, lan=LAN, vpn=VPN)
     key = ls.keys["deploy"].private_openssh
     started = time.monotonic()

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from ops.lab import stop_process
+from lab.hosts import stop_process
 from render.roles import monitoring as mr
 from render.plan import LATE_MARK
 from render.roles import host_plan

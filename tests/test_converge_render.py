@@ -164,7 +164,7 @@ def _origin(path: str) -> str:
 
 def _sample(name: str) -> str:
     """A real-looking late value of its kind (a key where a key goes), as the host would receive it."""
-    from ops.labstack import ssh_keypair
+    from lab.stack import ssh_keypair
 
     if name.startswith("hostkey/"):  # hostkey/<host>/<type>-<half>: an Ed25519 pair stands in for both types
         pair = ssh_keypair(name.rsplit("-", 1)[0])

@@ -223,7 +223,7 @@ def test_the_plan_says_where_the_keys_come_from_and_which_addresses_they_cover()
 
 
 def _key_line(comment: str) -> str:
-    from ops.labstack import ssh_keypair
+    from lab.stack import ssh_keypair
 
     return " ".join(ssh_keypair(comment).public_line.split()[:2])
 
@@ -295,7 +295,7 @@ def _rotation_values(material: dict) -> dict:
 def test_the_rotation_script_is_shellcheck_clean_and_installs_the_new_keys(tmp_path):
     import shutil
 
-    from ops.labstack import host_key_material
+    from lab.stack import host_key_material
 
     script = hostkeys.rotation_script("web1", 1)
     (tmp_path / "raw.sh").write_text(script)
@@ -314,7 +314,7 @@ def test_the_rotation_script_is_shellcheck_clean_and_installs_the_new_keys(tmp_p
 
 
 def test_a_rotation_with_a_mismatched_pair_changes_nothing(tmp_path):
-    from ops.labstack import host_key_material
+    from lab.stack import host_key_material
 
     material, other = host_key_material(), host_key_material()
     result, etc = _rotation_run(tmp_path, _rotation_values({**material, "ed25519-public": other["ed25519-public"]}))

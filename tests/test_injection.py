@@ -178,7 +178,7 @@ def validation_gap(stack: str, pair: Pair) -> str | None:
 @lru_cache(maxsize=1)
 def _host_keys() -> dict[str, str]:
     """One set of host keys for every snippet: what they hold does not depend on the config."""
-    from ops.labstack import host_key_material
+    from lab.stack import host_key_material
 
     return host_key_material()
 

@@ -23,7 +23,7 @@ import bcrypt
 import pytest
 import yaml
 
-from ops.lab import stop_process
+from lab.hosts import stop_process
 from ops.mockrun import OFFLINE_SECRETS, run_stack
 from render import metrics
 from render.roles import monitoring as mr

@@ -152,7 +152,7 @@ def _banner(main: Path) -> str:
     import socket
     import time
 
-    from ops.lab import stop_process
+    from lab.hosts import stop_process
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -19,8 +19,8 @@ from typing import Optional
 
 import pytest
 
-from ops.lab import HOST_ENV, Lab, available, stop_process
-from ops.labstack import (
+from lab.hosts import HOST_ENV, Lab, available, stop_process
+from lab.stack import (
     DKIM_SELECTOR,
     PEBBLE_MANAGEMENT_PORT,
     PEBBLE_PORT,

@@ -488,7 +488,9 @@ NAME = "monitoring"
 ROLE = Role(
     NAME,
     contribute,
-    bare_units=("prometheus.service", "prometheus-alertmanager.service", "prometheus-blackbox-exporter.service"),
+    # nginx: the guard in front of Alertmanager (reverse_proxy declares it too: each role declares its own).
+    bare_units=("prometheus.service", "prometheus-alertmanager.service", "prometheus-blackbox-exporter.service",
+                "nginx.service"),
     packages=(*PACKAGES, "nginx", "python3-venv"),
 )
 
