@@ -17,6 +17,7 @@ from model import derive
 from model.stack import Stack
 
 from .plan import ManagedFile, late
+from .wire import late_token
 
 ED25519, RSA = "ed25519", "rsa"
 KEY_TYPES = (ED25519, RSA)
@@ -99,8 +100,6 @@ def rotation_script(host: str, generation: int) -> str:
     Late values stand where the keys go (`render.converge.fill` puts them in, base64). The same
     files are managed files of the converge, which then finds them current and changes nothing.
     """
-    from .converge import LATE_TOKEN
-
     lines = [
         "#!/bin/sh",
         f"# hypha-infra: {host}'s SSH host keys, generation {generation} (render/hostkeys.py). Run as root.",
@@ -114,7 +113,7 @@ def rotation_script(host: str, generation: int) -> str:
         for half, suffix in (("private", ""), ("public", ".pub")):
             name = key_path(kind).rsplit("/", 1)[1] + suffix
             names.append(name)
-            lines.append(f"printf '%s' '{LATE_TOKEN.format(late_name(host, kind, half))}' | base64 -d >\"$stage/{name}\"")
+            lines.append(f"printf '%s' '{late_token(late_name(host, kind, half))}' | base64 -d >\"$stage/{name}\"")
     lines += [
         # A key sshd could not load must not replace one it can: check each pair and sshd with both.
         *(f"[ \"$(ssh-keygen -y -f \"$stage/{key_path(k).rsplit('/', 1)[1]}\" | cut -d' ' -f1-2)\" = "
