@@ -20,7 +20,7 @@ import base64
 import binascii
 import re
 import shlex
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable, Optional
 
 # --- late values -----------------------------------------------------------------------------------
@@ -192,6 +192,8 @@ class Stage:
     check: Optional[str]
     pieces: tuple[tuple[bool, str], ...]
     """(is_late, name) for a placeholder still unfilled, else (False, decoded text), in order."""
+    span: tuple[int, int] = field(default=(0, 0), compare=False)
+    """Where the call (header to closing delimiter) sits in the script, to edit it (tests)."""
 
     def content(self, late_value: Callable[[str], str] = late) -> str:
         """The file's text; each unfilled late value as `late_value(name)` (by default its content mark)."""
@@ -230,5 +232,5 @@ def parse_stages(script: str) -> list[Stage]:
         else:
             parts = [(False, _decode(body))]
         out.append(Stage(int(index), path, mode, owner, group, None if unit == NONE else unit, action,
-                         None if check == NONE else check, tuple(parts)))
+                         None if check == NONE else check, tuple(parts), m.span()))
     return out
