@@ -16,7 +16,7 @@ from typing import Mapping
 from model import derive
 from model.stack import Stack
 
-from .plan import ManagedFile, late
+from .plan import LateValue, ManagedFile, late
 from .wire import late_token
 
 ED25519, RSA = "ed25519", "rsa"
@@ -36,6 +36,14 @@ def late_name(host: str, kind: str, half: str) -> str:
     """`hostkey/<host>/<kind>-private` or `-public`: the late value components/host_keys.py makes."""
     assert kind in KEY_TYPES and half in ("private", "public"), (kind, half)
     return f"hostkey/{host}/{kind}-{half}"
+
+
+# The keys are components/host_keys.py's (its HostKeys component made them for cloud-init and the pins
+# before any script): these kinds look them up there instead of making resources of their own.
+LATE = tuple(
+    LateValue(rf"hostkey/(?P<host>[^/]+)/(?P<type>{'|'.join(KEY_TYPES)})-{half}", f"host-key-{half}", parent="host-keys")
+    for half in ("private", "public")
+)
 
 
 def host_key_files(host: str) -> list[ManagedFile]:

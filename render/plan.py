@@ -93,15 +93,20 @@ class HostPlan:
 class LateValue:
     """A kind of late value a role asks for, made by components/late.py from this declaration alone.
 
-    `pattern` is a regular expression over the value's name (e.g. `borg/passphrase/[a-z0-9-]+`);
-    `kind` says how it is made (components/late.py's MAKERS); `source` names the Pulumi config
-    secret for kind `config-secret`, and `encode` how its text goes into the file.
+    `pattern` is a regular expression the whole name must match (e.g. `borg/passphrase/(?P<owner>[a-z0-9-]+)`);
+    `kind` says how it is made (components/late.py's KINDS). `source` names the Pulumi config
+    secret of kind `config-secret`, and `encode(stack, text)` how its text goes into the file.
+    The generated kinds name their Pulumi resource by `resource` (a format over the pattern's named
+    groups: a private and a public half naming one resource share it) under the component `parent`;
+    these names are part of every resource's URN, so changing one replaces the resource.
     """
 
     pattern: str
     kind: str
     source: Optional[str] = None
-    encode: Optional[str] = None
+    encode: Optional[Callable[[Stack, str], str]] = None
+    resource: Optional[str] = None
+    parent: Optional[str] = None
 
 
 @dataclass(frozen=True)
