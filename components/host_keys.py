@@ -1,10 +1,10 @@
 """Every host's SSH host keys, made by the program (`tls.PrivateKey`) before its VM exists.
 
 Late values (`hostkey/<host>/<type>-private|public`, declared in render/hostkeys.py, made by
-components/late.py from these keys) for the converge's managed key files; the same keys go into the host's cloud-init snippet; the Ed25519 public halves are
-the pins of every connection (`host_key` on both legs of HostBootstrap) and the `known_hosts`
-stack output. Private halves are Pulumi secrets (pulumi-tls marks `private_key_openssh` secret);
-public halves are not.
+components/late.py from these keys) for the converge's managed key files; the same keys go into
+the host's cloud-init snippet; the Ed25519 public halves are the pins of every connection
+(`host_key` on both legs of HostBootstrap) and the `known_hosts` stack output. Private halves are
+Pulumi secrets (pulumi-tls marks `private_key_openssh` secret); public halves are not.
 
 Rotation (README, Host keys): raise `hosts.<n>.ssh_host_key_generation`. The keys of the new
 generation are made, and the previous generation's Ed25519 key is kept as long as the counter
