@@ -31,7 +31,7 @@ MAIN = ROOT / "__main__.py"
 OFFLINE_SECRETS = {
     "proxmoxve:apiToken": "offline@pam!plan=00000000-0000-0000-0000-000000000000",
     f"{PROJECT}:deployPrivateKey": "-----BEGIN OPENSSH PRIVATE KEY-----\noffline-placeholder\n-----END OPENSSH PRIVATE KEY-----\n",
-    # Monitoring's (components/monitoring.py); the UI logins are a JSON map of person to bcrypt hash.
+    # Monitoring's (render/roles/monitoring.py LATE); the UI logins are a JSON map of person to bcrypt hash.
     f"{PROJECT}:alertSmtpPassword": "offline-placeholder",
     f"{PROJECT}:alertMatrixWebhookUrl": "https://matrix.invalid/offline-placeholder",
     f"{PROJECT}:pveExporterToken": "00000000-0000-0000-0000-000000000000",

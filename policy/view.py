@@ -8,11 +8,7 @@ stack config the engine hands the pack (`pulumi.Config`), through model/ so noth
 
 from __future__ import annotations
 
-import base64
-import binascii
 import os
-import re
-import shlex
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any, Iterable, Optional
@@ -23,6 +19,8 @@ from pulumi.runtime.config import CONFIG, get_config_env
 
 from model.load import build_stack
 from model.secrets import PROJECT_SECRET_KEYS
+
+from render.wire import parse_stages
 
 VM = "proxmoxve:index/vmLegacy:VmLegacy"
 SNIPPET = "proxmoxve:index/fileLegacy:FileLegacy"
@@ -46,36 +44,17 @@ class CarriedFile:
     group: str = "root"
 
 
-# One `stage` call of templates/converge.sh.j2 with its heredoc: header line, then base64 body.
-_STAGE = re.compile(r"^(PIECES=1 )?stage (\d+ .*?) <<'HYPHA_EOF'\n(.*?)\nHYPHA_EOF$", re.M | re.S)
-_LATE = re.compile(r"@@HYPHA_LATE:[a-z0-9/_.-]+@@")
-
-
 # Cached per text (callers only read): every stack policy reads every host's files.
 @lru_cache(maxsize=256)
 def script_files(script: str) -> dict[str, CarriedFile]:
-    """The managed files a rendered (or filled) converge script stages, by path.
+    """The managed files a rendered (or filled) converge script stages, by path (render/wire.py reads them).
 
     A late value still unfilled (a placeholder) reads as empty text: what it holds is a secret the
     policies have no business reading.
     """
-    out = {}
-    for m in _STAGE.finditer(script):
-        pieces, header, body = m.group(1), m.group(2), m.group(3)
-        _index, path, mode, owner, group, *_ = shlex.split(header)
-        if pieces:
-            text = "".join("" if _LATE.fullmatch(line) else _b64(line) for line in body.split("\n"))
-        else:
-            text = _b64(body)
-        out[path] = CarriedFile(path, text, mode, owner, group)
-    return out
-
-
-def _b64(text: str) -> str:
-    try:
-        return base64.b64decode(text.replace("\n", ""), validate=True).decode("utf-8", "replace")
-    except (binascii.Error, ValueError):
-        return ""
+    return {
+        s.path: CarriedFile(s.path, s.content(lambda _name: ""), s.mode, s.owner, s.group) for s in parse_stages(script)
+    }
 
 
 @lru_cache(maxsize=256)

@@ -11,10 +11,8 @@ policy tests that need more than one verdict use them.
 
 from __future__ import annotations
 
-import base64
 import copy
 import re
-import shlex
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Callable, Optional
@@ -23,6 +21,8 @@ import yaml
 
 from ops.mockrun import Registered, Run, plain, run_stack
 from policy.view import script_files
+from render import wire
+from render.plan import ManagedFile
 from model.load import read_stack_config
 from tests.program_runs import CLUSTER_FIREWALL, FW_RULES, SNIPPET, VM
 
@@ -72,13 +72,11 @@ def set_file(run: Run, host: str, path: str, content: str | None) -> None:
     """Change (or add, or with None remove) one file in the host's converge script, as a code change would."""
     cmd = resource(run, COMMAND, host)
     script = stdin_of(cmd)
-    block = re.compile(rf"^(PIECES=1 )?stage \d+ {re.escape(shlex.quote(path))} .*?\nHYPHA_EOF\n", re.M | re.S)
-    new = "" if content is None else (
-        f"stage 999 {shlex.quote(path)} 0644 root root - reload - <<'HYPHA_EOF'\n"
-        f"{base64.encodebytes(content.encode()).decode()}HYPHA_EOF\n"
-    )
-    if block.search(script):
-        script = block.sub(lambda _m: new, script, count=1)
+    old = [s.span for s in wire.parse_stages(script) if s.path == path]
+    new = "" if content is None else wire.stage_call(999, ManagedFile(path, content)) + "\n"
+    if old:
+        start, end = old[0]
+        script = script[:start] + new + script[end + 1:]
     else:
         script = script.replace("\n# Files an earlier converge managed", f"\n{new}\n# Files an earlier converge managed", 1)
     set_stdin(cmd, script)

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from ops.mockrun import run_stack
+from render import wire
 from render.converge import converge_script, late_names, script_digest
 from render.roles import host_plan
 from model.derive import DEPLOY_USER
@@ -139,14 +140,16 @@ def _nft_check(path: str) -> list[str]:
     return [_need("unshare", "util-linux"), "-rmn", "sh", "-c", script, "sh", str(passwd), _need("nft", "nftables"), path]
 
 
+# The converge's checkers (render/wire.py's table) as this machine runs them: the table's argv with
+# the command found here; nft in a namespace that has the deploy user; the zone's origin read here
+# as the host's shell reads it. tests/test_wire.py holds every table name to a test of it.
+def _table_argv(name: str):
+    return lambda p: wire.CHECKERS[name].command(p, _need)
+
+
 CHECKERS = {
     "nftables": lambda p: _nft_check(p),
-    "sudoers": lambda p: [_need("visudo", "sudo"), "-c", "-q", "-f", p],
-    "apt": lambda p: [_need("apt-config", "apt"), "-c", p, "dump"],
-    "shell": lambda p: ["sh", "-n", p],
-    "authorized_keys": lambda p: [_need("ssh-keygen", "openssh-client"), "-l", "-f", p],
-    "known_hosts": lambda p: [_need("ssh-keygen", "openssh-client"), "-l", "-f", p],
-    "named-checkconf": lambda p: [_need("named-checkconf", "bind9-utils"), p],
+    **{name: _table_argv(name) for name in ("sudoers", "apt", "shell", "authorized_keys", "known_hosts", "named-checkconf")},
     "named-checkzone": lambda p: [
         _need("named-checkzone", "bind9-utils"), "-q", "-k", "fail", "-m", "fail", "-M", "fail", "-n", "fail",
         "-S", "fail", "-i", "local", _origin(p), p,

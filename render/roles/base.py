@@ -149,6 +149,7 @@ def contribute(stack: Stack, host: str, plan: HostPlan) -> None:
 ROLE = Role(
     NAME,
     contribute,
+    late=hostkeys.LATE,
     bare_units=("prometheus-node-exporter.service", "unattended-upgrades.service", "nftables.service"),
     packages=tuple(BASE_PACKAGES),
 )
