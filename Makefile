@@ -14,7 +14,7 @@ APT_PACKAGES := cloud-init openssh-server openssh-client python3-venv shellcheck
   borgbackup borgmatic rsync postgresql prometheus prometheus-alertmanager prometheus-blackbox-exporter \
   lynis
 
-.PHONY: setup plan test fuzz bench docs lab drift
+.PHONY: setup plan test fuzz bench docs lab drift layers
 
 setup:
 	@if command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
@@ -56,6 +56,11 @@ drift:
 # Throw-away hosts on this machine, converged as staging; Ctrl-C tears them down.
 lab:
 	$(PY) -m lab up --stack $(or $(LAB_STACK),staging) $(ARGS)
+
+# The layers (.importlinter) and the imports still hidden inside functions.
+layers:
+	$(VENV)/bin/lint-imports
+	$(PY) tests/test_layers.py
 
 docs:
 	$(PY) -m ops.docs --write
