@@ -11,6 +11,7 @@ only when it could not measure at all.
 
 from __future__ import annotations
 
+import concurrent.futures
 import os
 import statistics
 import sys
@@ -57,8 +58,6 @@ def bring_up(lab: Lab, ls: LabStack, workers: int = 4) -> list[str]:
     """First boot everywhere, converge the gateway, then the others a few at a time (not the whole
     fleet at once: each converge dials the gateway, whose sshd drops beyond 10 pending logins).
     Returns the hosts whose converge failed twice."""
-    import concurrent.futures
-
     hosts = list(ls.stack.hosts)
     with concurrent.futures.ThreadPoolExecutor(workers) as pool:
         list(pool.map(lambda h: lab.first_boot(h, ls.user_data(h)), hosts))

@@ -33,6 +33,7 @@ import json
 import re
 from typing import Optional
 
+import bcrypt
 import yaml
 
 from model import derive
@@ -553,8 +554,6 @@ def _people_hashes(stack: Stack, ui_password_hashes: str) -> list[tuple[str, str
 
 
 def _own_hash(ui_password_hashes: str) -> str:
-    import bcrypt
-
     password = scrape_password(ui_password_hashes)
     return bcrypt.hashpw(password.encode(), _bcrypt_salt(ui_password_hashes.encode(), SCRAPE_USER)).decode()
 
