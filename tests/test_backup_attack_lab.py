@@ -30,6 +30,8 @@ from render import metrics
 from model import backup as backup_model
 from tests.test_backup_lab import Ctx
 
+pytestmark = pytest.mark.lab
+
 LAYOUT = Layout(
     "tbatk", ipaddress.ip_network("10.213.130.0/24"), ipaddress.ip_network("10.213.131.0/24"),
     ipaddress.ip_network("10.213.132.0/24"), clients=("c1", "c2", "c3"),

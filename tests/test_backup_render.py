@@ -23,6 +23,8 @@ from tests.program_runs import STACKS, child, model, run
 from tests.test_bad_input import assert_reported, base_config, refusal
 from tests.tools import need as _need
 
+pytestmark = pytest.mark.files
+
 JOB = "proxmoxve:backup/job:Job"
 KEY = "tls:index/privateKey:PrivateKey"
 PASSWORD = "random:index/randomPassword:RandomPassword"

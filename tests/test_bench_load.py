@@ -7,6 +7,9 @@ import subprocess
 import sys
 
 from model.load import ROOT
+import pytest
+
+pytestmark = pytest.mark.program
 
 
 def test_the_load_bench_runs_in_quick_mode_and_prints_its_figures():

@@ -24,6 +24,8 @@ from render.roles.base import SSHD_DROPIN
 from render.roles import host_plan
 from model import derive
 
+pytestmark = pytest.mark.lab
+
 HOSTS = ("gw", "h1", "h2")
 POLICY = "Hardened Debian 12 (version 3)"
 SSH_AUDIT = str(Path(sys.executable).with_name("ssh-audit"))

@@ -19,6 +19,8 @@ from model.load import build_stack
 from tests.program_runs import PROXMOX_VM, STACKS, model, raw, run
 from tests.tools import need as _need
 
+pytestmark = pytest.mark.files
+
 COMMAND = "command:remote:Command"
 BOOTSTRAP = "hypha:infra:HostBootstrap"
 

@@ -17,6 +17,8 @@ from model import derive
 from model.load import load_stack
 from tests.test_bad_input import assert_reported, base_config, refusal
 
+pytestmark = pytest.mark.program
+
 STACKS = ("prod", "staging")
 
 

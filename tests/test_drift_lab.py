@@ -13,6 +13,8 @@ from ops.lab import Lab, available, layout
 from ops.labstack import LabStack, boot_and_converge, lab_stack
 from render.roles import host_plan
 
+pytestmark = pytest.mark.lab
+
 HOSTS = ("gw", "h1", "h2")
 FRONT = "10.213.90.0/24"
 LAN = "10.213.91.0/24"

@@ -30,7 +30,7 @@ from model.load import PROJECT, build_stack
 from tests.program_runs import SNIPPET, child, snippet_source
 
 OK, WHY = labmod.available()
-pytestmark = pytest.mark.skipif(not OK, reason=WHY)
+pytestmark = [pytest.mark.lab, pytest.mark.skipif(not OK, reason=WHY)]
 
 FRONT = ipaddress.ip_network("10.213.125.0/24")
 LAN = ipaddress.ip_network("10.213.126.0/24")

@@ -19,6 +19,8 @@ from ops.labstack import boot_and_converge, lab_stack
 from ops.remote import converge
 from model import derive
 
+pytestmark = pytest.mark.lab
+
 HOSTS = ("gw", "h1")
 MEMBER = "dave"
 FRONT = ipaddress.ip_network("10.213.138.0/24")

@@ -24,6 +24,8 @@ from render import hostkeys
 from render.converge import fill
 from model import derive
 
+pytestmark = pytest.mark.lab
+
 HOSTS = ("gw", "h1")
 FRONT = "10.213.120.0/24"
 LAN = "10.213.121.0/24"

@@ -18,7 +18,7 @@ from ops import lab as labmod
 from ops.lab import Lab, LabError, LabHost, layout
 
 OK, WHY = labmod.available()
-pytestmark = pytest.mark.skipif(not OK, reason=WHY)
+pytestmark = [pytest.mark.lab, pytest.mark.skipif(not OK, reason=WHY)]
 
 ROOT = Path(__file__).resolve().parent.parent
 # Each lab in this file has its own prefix and ranges, so they may overlap in time with each other and

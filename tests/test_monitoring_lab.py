@@ -21,6 +21,8 @@ from render.roles import monitoring as mr
 from model.load import build_stack
 from model.monitoring import ALERTMANAGER_PORT, PROMETHEUS_PORT
 
+pytestmark = pytest.mark.lab
+
 PREFIX = "hmo"
 FRONT = ipaddress.ip_network("10.213.80.0/24")
 LAN = ipaddress.ip_network("10.213.81.0/24")

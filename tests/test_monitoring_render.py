@@ -37,6 +37,8 @@ from model.monitoring import ALERTMANAGER_PORT, PROMETHEUS_PORT, monitoring_host
 from tests.program_runs import FW_RULES, STACKS, child, model, raw, run
 from tests.tools import need as _need
 
+pytestmark = pytest.mark.files
+
 PROMTOOL_TESTS = Path(__file__).parent / "promtool" / "hypha.rules.test.yml"
 ALICE_PASSWORD = "correct horse battery staple"
 # The secret monitoringUiPasswordHashes: alice and bob log in to prod; carol has a hash but no login there.

@@ -31,6 +31,8 @@ from policy.policies import ALLOW_REPLACE_ENV, BASELINE_ENV, POLICIES
 from policy.view import script_files
 from model.load import ROOT, read_stack_config
 
+pytestmark = pytest.mark.program
+
 VM = "proxmoxve:index/vmLegacy:VmLegacy"
 SNIPPET = "proxmoxve:index/fileLegacy:FileLegacy"
 COMMAND = "command:remote:Command"

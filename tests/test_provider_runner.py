@@ -14,6 +14,8 @@ from components.host_bootstrap import DIAL_ERROR_LIMIT
 from ops import provider_runner as pr
 from ops.labstack import ssh_keypair
 
+pytestmark = pytest.mark.program
+
 
 def _failing(n_failures: int, value: str = "client"):
     calls = {"n": 0}

@@ -20,6 +20,8 @@ from ops.labstack import boot_and_converge, lab_stack
 from model import derive
 from tests.test_vpn_lab import MEMBER, _probe, _start_member_tunnel, _tunnels
 
+pytestmark = pytest.mark.lab
+
 HOSTS = ("gw", "h1")
 FRONT = ipaddress.ip_network("10.213.135.0/24")
 LAN = ipaddress.ip_network("10.213.136.0/24")
