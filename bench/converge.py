@@ -35,7 +35,7 @@ sys.path.insert(0, str(ROOT))
 
 from ops.lab import Lab, available, layout  # noqa: E402
 from ops.labstack import LabStack, lab_stack  # noqa: E402
-from ops.remote import PINS, converge  # noqa: E402
+from ops.remote import LATE, PINS, converge  # noqa: E402
 from render.converge import converge_script  # noqa: E402
 from render.roles.base import PEOPLE_GROUP  # noqa: E402
 from render.plan import HostPlan  # noqa: E402
@@ -458,6 +458,8 @@ def main(argv: list[str] | None = None) -> int:
         with concurrent.futures.ThreadPoolExecutor(len(hosts)) as pool:
             list(pool.map(lambda h: lab.first_boot(h, ls.user_data(h)), hosts))
         PINS.add(ls.known_hosts())  # the sessions below trust the lab's host keys only
+        # The scripts above carry the host keys as late values, filled on the way as the program's are.
+        LATE.update({**ls.host_key_late(), **ls.late})
         print(f"first boot (cloud-init) of every host: {time.perf_counter() - started:.1f} s (not timed)")
         gw = run_ours(ls, "gw", scripts["gw"])
         if not gw.ok:
