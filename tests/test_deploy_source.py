@@ -1,4 +1,4 @@
-"""Program and file tier: the deploy key on LAN hosts is bound to the gateway's deploy address.
+"""Program tier (rendered files read, no tool run): the deploy key on LAN hosts is bound to the gateway's deploy address.
 
 Every session jumped through the bastion reaches a LAN host from the gateway; only the deploy user's
 leave from the deploy address (model/derive.py deploy_address), so LAN hosts' `from=` and SSH rules
