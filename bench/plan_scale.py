@@ -3,7 +3,7 @@
     .venv/bin/python bench/plan_scale.py [--quick]      (or `make bench`)
 
 Targets: 500 hosts under 15 s with per-host time roughly constant, real prod plan under 3 s.
-`--quick` plans 10 and 20 hosts and prod once each, judging no target (tests/test_bench_quick.py runs
+`--quick` plans 5 and 10 hosts and prod once each, judging no target (tests/test_bench_quick.py runs
 it so the bench cannot rot). Figures only: it exits 0 and says plainly when a target is missed;
 non-zero only when it could not measure (a generated stack refused, the prod plan failing).
 """
@@ -26,7 +26,7 @@ from model.load import build_stack  # noqa: E402
 
 SIZES = (10, 100, 500)
 REPEATS = {10: 3, 100: 3, 500: 1}
-QUICK_SIZES = (10, 20)
+QUICK_SIZES = (5, 10)
 TARGET_500_S = 15.0
 TARGET_PROD_S = 3.0
 # Linear growth: per-host time at 500 hosts within this factor of that at 100 hosts.
@@ -63,7 +63,7 @@ def time_prod_plan(repeats: int = 3) -> tuple[float, int]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="bench/plan_scale.py", description=__doc__.split("\n")[0])
-    parser.add_argument("--quick", action="store_true", help="10 and 20 hosts, one round, no targets judged")
+    parser.add_argument("--quick", action="store_true", help="5 and 10 hosts, one round, no targets judged")
     args = parser.parse_args(argv)
     run_stack("prod", raw=generate(5))  # warm-up: imports, templates, pydantic schemas are not counted
     rows = {}

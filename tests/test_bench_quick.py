@@ -32,7 +32,7 @@ def test_the_load_bench_runs_in_quick_mode_and_prints_its_figures():
 
 def test_the_plan_bench_plans_generated_stacks_and_prod_in_quick_mode():
     out = _bench("plan_scale.py")
-    for hosts in (10, 20):
+    for hosts in (5, 10):
         # Generated stacks of n hosts plan to more resources than hosts (VMs, snippets, firewalls, converges).
         m = re.search(rf"^ +{hosts} +(\d+) +\d+\.\d{{3}} ", out, flags=re.M)
         assert m and int(m.group(1)) > hosts, out

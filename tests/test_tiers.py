@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
@@ -23,8 +24,10 @@ def _pytest(tmp_path: Path, files: dict[str, str], *args: str) -> subprocess.Com
     shutil.copy(ROOT / "tests" / "conftest.py", tmp_path / "tests" / "conftest.py")
     for name, body in files.items():
         (tmp_path / "tests" / name).write_text(f"import pytest\n\n{body}\n\n\ndef test_one():\n    pass\n")
+    # No plugins from entry points (hypothesis and the like): the samples need none, and loading them costs seconds.
+    env = dict(os.environ, PYTEST_DISABLE_PLUGIN_AUTOLOAD="1")
     return subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *args], cwd=tmp_path,
-                          capture_output=True, text=True, timeout=120)
+                          capture_output=True, text=True, timeout=120, env=env)
 
 
 def test_a_file_with_one_tier_is_collected_and_selected_by_it(tmp_path):
