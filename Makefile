@@ -14,7 +14,7 @@ APT_PACKAGES := cloud-init openssh-server openssh-client python3-venv shellcheck
   borgbackup borgmatic rsync postgresql prometheus prometheus-alertmanager prometheus-blackbox-exporter \
   lynis
 
-.PHONY: setup plan test fuzz bench docs lab drift layers
+.PHONY: setup plan test test-program test-files test-lab fuzz bench docs lab drift layers
 
 setup:
 	@if command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
@@ -37,6 +37,11 @@ plan:
 
 test:
 	$(PY) -m pytest -q
+
+# One tier each (pytest.ini's markers; every test file is exactly one): the program under mocks, the
+# rendered files under their daemons' checkers, the lab's hosts (root).
+test-program test-files test-lab: test-%:
+	$(PY) -m pytest -q -m $*
 
 # The fuzz suite with its long profile (thousands of examples per property; `make test` runs the short one).
 fuzz:

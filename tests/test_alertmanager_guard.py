@@ -27,6 +27,8 @@ from tests.program_runs import raw
 from tests.test_monitoring_render import ALICE_PASSWORD, HASHES, _free_port, _wait_http, late_values, write_tree
 from tests.tools import need as _need
 
+pytestmark = pytest.mark.files
+
 WEBHOOK_TOKEN = "syt_room_token_that_must_stay_secret"
 SMTP_SECRET = "smtp-secret"
 

@@ -30,6 +30,8 @@ from render import metrics
 from model import derive_backup as backup_model
 from tests.test_backup_lab import Ctx
 
+pytestmark = pytest.mark.lab
+
 NETS = subnets("tbatk")
 LAYOUT = Layout(
     NETS.prefix, NETS.front, NETS.lan, NETS.vpn, clients=("c1", "c2", "c3"),

@@ -24,6 +24,8 @@ from render.roles import backup as rb
 from render import metrics
 from model import derive_backup as backup_model
 
+pytestmark = pytest.mark.lab
+
 
 @dataclass
 class Ctx:

@@ -17,6 +17,8 @@ from render import roles as render_roles
 from render.plan import HostPlan, Role
 from render.roles import every_role, host_plan
 
+pytestmark = pytest.mark.program
+
 STACKS = ("staging", "prod")
 UNIT_DIRS = (Path("/lib/systemd/system"), Path("/usr/lib/systemd/system"), Path("/etc/systemd/system"))
 

@@ -25,6 +25,8 @@ from render.roles.base import SSHD_DROPIN
 from render.roles import host_plan
 from model import derive
 
+pytestmark = pytest.mark.lab
+
 HOSTS = ("gw", "h1", "h2")
 NETS = subnets("hcv")
 POLICY = "Hardened Debian 12 (version 3)"

@@ -21,6 +21,8 @@ from ops.remote import converge
 from render.roles.base import AUTHORIZED_KEYS_DIR
 from model import derive
 
+pytestmark = pytest.mark.lab
+
 HOSTS = ("gw", "h1")
 MEMBER = "dave"
 NETS = subnets("tdep")

@@ -32,6 +32,8 @@ from model.dns import Dns
 from model.errors import ConfigError
 from model.load import load_stack
 
+pytestmark = pytest.mark.files
+
 NAMED_CHECKZONE = shutil.which("named-checkzone")
 NAMED_CHECKCONF = shutil.which("named-checkconf")
 SHELLCHECK = shutil.which("shellcheck")

@@ -14,6 +14,8 @@ from lab.stack import LabStack, boot_and_converge, lab_stack
 from lab.subnets import subnets
 from render.roles import host_plan
 
+pytestmark = pytest.mark.lab
+
 HOSTS = ("gw", "h1", "h2")
 NETS = subnets("hdr")
 FRONT, LAN, VPN = str(NETS.front), str(NETS.lan), str(NETS.vpn)

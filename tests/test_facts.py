@@ -12,6 +12,8 @@ from model import checks, derive, derive_backup, derive_monitoring, facts
 from model.errors import ConfigError, Problem
 from model.load import build_stack, load_stack, read_stack_config
 
+pytestmark = pytest.mark.program
+
 
 @pytest.fixture(scope="module")
 def prod():

@@ -30,7 +30,7 @@ from model.load import PROJECT, build_stack
 from tests.program_runs import SNIPPET, child, snippet_source
 
 OK, WHY = labmod.available()
-pytestmark = pytest.mark.skipif(not OK, reason=WHY)
+pytestmark = [pytest.mark.lab, pytest.mark.skipif(not OK, reason=WHY)]
 
 NETS = subnets("tfirst")
 FRONT, LAN, VPN = NETS.front, NETS.lan, NETS.vpn

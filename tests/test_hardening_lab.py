@@ -19,6 +19,8 @@ from lab.subnets import subnets
 from ops.remote import converge
 from model import derive
 
+pytestmark = pytest.mark.lab
+
 HOSTS = ("gw", "h1")
 MEMBER = "dave"
 NETS = subnets("thard")

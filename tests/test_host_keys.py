@@ -19,6 +19,8 @@ from render.roles import host_plan
 from model import derive
 from tests.program_runs import SNIPPET, STACKS, child, model, raw, run, snippet_source
 
+pytestmark = pytest.mark.files
+
 COMMAND = "command:remote:Command"
 KEY = "tls:index/privateKey:PrivateKey"
 

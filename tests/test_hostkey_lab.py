@@ -25,6 +25,8 @@ from render import hostkeys
 from render.converge import fill
 from model import derive
 
+pytestmark = pytest.mark.lab
+
 HOSTS = ("gw", "h1")
 NETS = subnets("tmitm")
 FRONT, LAN, VPN = str(NETS.front), str(NETS.lan), str(NETS.vpn)

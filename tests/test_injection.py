@@ -42,6 +42,8 @@ from model.load import build_stack
 from tests.program_runs import STACKS, raw
 from tests.tools import need as _need
 
+pytestmark = pytest.mark.lab
+
 CANARY = "HYPHAPWNED"
 # Each payload runs `touch HYPHAPWNED-<index>` if anything ever evaluates it as shell.
 PAYLOADS = [

@@ -19,7 +19,7 @@ from lab.hosts import Lab, LabError, LabHost, layout
 from lab.subnets import subnets
 
 OK, WHY = labmod.available()
-pytestmark = pytest.mark.skipif(not OK, reason=WHY)
+pytestmark = [pytest.mark.lab, pytest.mark.skipif(not OK, reason=WHY)]
 
 ROOT = Path(__file__).resolve().parent.parent
 # Each lab in this file has its own prefix and ranges (lab/subnets.py), so they may overlap in time with

@@ -14,6 +14,8 @@ from render.roles import every_role
 from render.roles import monitoring as mr
 from tests.program_runs import STACKS, model, run
 
+pytestmark = pytest.mark.program
+
 DECLARATIONS = [d for role in every_role() for d in role.late]
 # Stand-ins for the components: matching a name makes no resource.
 COMPONENTS = {"backups": object(), "host-keys": object()}

@@ -21,6 +21,8 @@ from render.roles import monitoring as mr
 from model.load import build_stack
 from model.derive_monitoring import ALERTMANAGER_PORT, PROMETHEUS_PORT
 
+pytestmark = pytest.mark.lab
+
 PREFIX = "hmo"
 FRONT, LAN, VPN = subnets(PREFIX).front, subnets(PREFIX).lan, subnets(PREFIX).vpn
 HOSTS = ("gw", "app", "mon")  # lab_stack gives the last one the monitoring role

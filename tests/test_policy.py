@@ -46,6 +46,8 @@ from tests.policy_cases import (
     vm,
 )
 
+pytestmark = pytest.mark.program
+
 UNKNOWN_STRING = "04da6b54-80e4-46f7-96ec-b56ff0331ba9"  # the engine's "not known during preview"
 POLICY_NAMES = [p.name for p in POLICIES]
 

@@ -32,6 +32,8 @@ from tests.program_runs import (
     written_files,
 )
 
+pytestmark = pytest.mark.program
+
 ROOT = Path(__file__).resolve().parent.parent
 
 

@@ -14,6 +14,8 @@ from components.host_bootstrap import DIAL_ERROR_LIMIT
 from lab import command_provider as pr
 from lab.stack import ssh_keypair
 
+pytestmark = pytest.mark.program
+
 
 def _failing(n_failures: int, value: str = "client"):
     calls = {"n": 0}

@@ -20,6 +20,8 @@ from lab.subnets import subnets
 from model import derive
 from tests.test_vpn_lab import MEMBER, _probe, _start_member_tunnel, _tunnels
 
+pytestmark = pytest.mark.lab
+
 HOSTS = ("gw", "h1")
 NETS = subnets("tspoof")
 FRONT, LAN, VPN_CIDR = NETS.front, NETS.lan, NETS.vpn

@@ -10,6 +10,8 @@ import pytest
 
 from lab import subnets as sn
 
+pytestmark = pytest.mark.program
+
 ROOT = Path(__file__).resolve().parent.parent
 # Where labs are built: every test module, bench and lab module (not the table, nor this file, which
 # makes up labs to show the table refusing them).

@@ -18,6 +18,8 @@ from ops.remote import converge
 from model import derive
 from model.load import build_stack
 
+pytestmark = pytest.mark.lab
+
 HOSTS = ("gw", "h1")
 MEMBER = "dave"
 # Ranges of its own, so nothing another lab module left behind (neighbour entries, connections)

@@ -37,6 +37,8 @@ from render.roles.reverse_proxy import TLS_DIR, certificates
 from model.load import build_stack
 from model.stack import Stack
 
+pytestmark = pytest.mark.lab
+
 PREFIX = "hweb"
 HOST_PATH = HOST_ENV["PATH"]
 DOMAIN = "hypha.coop"

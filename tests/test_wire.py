@@ -15,6 +15,8 @@ from render.roles import host_plan
 from tests.program_runs import STACKS, model
 from tests.test_converge_render import CHECKERS as MACHINE_CHECKERS
 
+pytestmark = pytest.mark.files
+
 # Checkers the file tier runs elsewhere, on the files that use them, with the real tool.
 TESTED_ELSEWHERE = {
     "sshd": "tests.test_rendered_files:test_sshd_dropin_passes_sshd_t",
