@@ -6,13 +6,14 @@ being renewed. Nothing else treats it as running: no upstream, no open port, no 
 Its data is still backed up while its host exists (the host is a backup client as before), so the
 final backup a host's removal needs (policy/policies.py, prod-data-host-removal) comes from the
 nightly run; once the host is removed, its repository stays on the target, readable while the
-retired entry declares its data (model.backup.kept).
+retired entry declares its data (model.derive_backup.kept).
 """
 
 from __future__ import annotations
 
 from urllib.parse import urlsplit
 
+from .derive_backup import clients as backup_clients
 from .errors import Problem
 
 
@@ -74,8 +75,6 @@ def check_retired(hosts: dict, services: dict) -> list[Problem]:
 def summary(stack) -> list[dict]:
     """One entry per retired service, for the plan (`make plan`) and other readers: its date, what
     its names answer, and whether its host is still in the stack (its data still backed up)."""
-    from .backup import clients as backup_clients
-
     clients = set(backup_clients(stack))
     return [
         {

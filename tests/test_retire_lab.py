@@ -5,7 +5,6 @@ retired upstream, Prometheus has no probe for them, and the lab's name server st
 
 from __future__ import annotations
 
-import ipaddress
 import json
 import shutil
 
@@ -13,8 +12,9 @@ import bcrypt
 import pytest
 
 from model.load import build_stack
-from ops.lab import HOST_ENV, Lab, available, stop_process
-from ops.labstack import boot_and_converge, web_lab_stack
+from lab.hosts import HOST_ENV, Lab, available, stop_process
+from lab.stack import boot_and_converge, web_lab_stack
+from lab.subnets import subnets
 from render.roles import monitoring as mr
 from render.roles.reverse_proxy import certificates
 from tests.test_web_lab import (
@@ -32,10 +32,11 @@ from tests.test_web_lab import (
     _start_upstreams,
 )
 
+pytestmark = pytest.mark.lab
+
 PREFIX = "tret"
-FRONT = ipaddress.ip_network("10.213.170.0/24")
-LAN = ipaddress.ip_network("10.213.171.0/24")
-VPN = ipaddress.ip_network("10.213.172.0/24")
+NETS = subnets(PREFIX)
+FRONT, LAN, VPN = NETS.front, NETS.lan, NETS.vpn
 REDIRECT = f"https://{DOMAIN}/meet-moved?from=meet&x=1"
 # The retired service's old upstream still runs on its host: only the proxy's config stops it.
 MEET_PORT = 9001

@@ -15,7 +15,9 @@ import pytest
 from model.load import read_stack_config
 from ops.mockrun import run_stack
 from ops.policy_check import evaluate, export_state, load_policy_config
-from policy.policies import ALLOW_REPLACE_ENV, BASELINE_ENV, FINAL_BACKUP_ENV
+from policy.replacement import ALLOW_REPLACE_ENV, BASELINE_ENV, FINAL_BACKUP_ENV
+
+pytestmark = pytest.mark.program
 
 REMOVAL = "prod-data-host-removal"
 REPLACEMENT = "prod-vm-no-replacement"
@@ -177,7 +179,7 @@ def test_a_removed_hosts_repository_stays_readable_on_the_target(links_elsewhere
 
 
 def test_dropping_the_retired_entrys_data_lets_the_repository_go(links_elsewhere):
-    from model import backup
+    from model import derive_backup as backup
     from model.load import build_stack
 
     raw = copy.deepcopy(_without("loomio")[0])
