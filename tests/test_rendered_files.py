@@ -62,6 +62,11 @@ print(json.dumps(out))
 """
 
 
+def _cloud_init_python() -> str:
+    """The interpreter cloud-init runs under (its script's #! line), which imports its package."""
+    return Path(_tool(CLOUD_INIT, "cloud-init")).read_text().split("\n", 1)[0].removeprefix("#!").strip()
+
+
 @lru_cache(maxsize=None)
 def _schema_verdicts() -> dict[str, subprocess.CompletedProcess]:
     """Every snippet's `cloud-init schema` verdict by test id, from one run of the batch above."""
@@ -70,8 +75,7 @@ def _schema_verdicts() -> dict[str, subprocess.CompletedProcess]:
         for param in _snippets():
             paths[param.id] = Path(tmp) / f"{param.id}.yaml"
             paths[param.id].write_text(param.values[2])
-        python = Path(_tool(CLOUD_INIT, "cloud-init")).read_text().split("\n", 1)[0].removeprefix("#!").strip()
-        done = subprocess.run([python, "-c", _SCHEMA_BATCH, *map(str, paths.values())], capture_output=True, text=True,
+        done = subprocess.run([_cloud_init_python(), "-c", _SCHEMA_BATCH, *map(str, paths.values())], capture_output=True, text=True,
                               timeout=300)
         assert done.returncode == 0, done.stderr
         by_path = {r["path"]: r for r in json.loads(done.stdout)}
@@ -93,8 +97,7 @@ def test_the_batched_schema_check_refuses_what_the_cli_refuses(tmp_path):
     document = next(iter(_snippets())).values[2].replace("ssh_pwauth: false", "ssh_pwauth: [1, 2]")
     path = tmp_path / "user-data.yaml"
     path.write_text(document)
-    python = Path(_tool(CLOUD_INIT, "cloud-init")).read_text().split("\n", 1)[0].removeprefix("#!").strip()
-    done = subprocess.run([python, "-c", _SCHEMA_BATCH, str(path)], capture_output=True, text=True, timeout=120)
+    done = subprocess.run([_cloud_init_python(), "-c", _SCHEMA_BATCH, str(path)], capture_output=True, text=True, timeout=120)
     [result] = json.loads(done.stdout)
     assert result["returncode"] != 0 and "ssh_pwauth" in result["stdout"] + result["stderr"]
 
