@@ -35,6 +35,11 @@ plan:
 	  [ $$code -eq 0 ] || echo "make plan: ops.plan exited $$code ($$why)" >&2; \
 	  exit $$code
 
+# The tests keep Python's bytecode caches (__pycache__/, git-ignored) even where the environment turns
+# them off (PYTHONDONTWRITEBYTECODE): without them every run, and every interpreter a test starts,
+# compiles the project and the assertion-rewritten test modules again (~5 s of CPU per tier here).
+test test-program test-files test-lab: export PYTHONDONTWRITEBYTECODE :=
+
 test:
 	$(PY) -m pytest -q
 

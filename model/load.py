@@ -7,6 +7,8 @@ Secret values (`secure:` entries) are never read here; the program reads them as
 
 from __future__ import annotations
 
+import copy
+import functools
 import math
 from pathlib import Path
 from typing import Any, Optional
@@ -412,7 +414,31 @@ def _spelling_problems(path: Path, stack: str, data: dict[str, Any], node: Optio
 
 
 def read_stack_config(stack_name: str, root: Path = ROOT) -> dict[str, Any]:
-    """Merge project-level config values (Pulumi.yaml) with the stack file, as the Pulumi CLI does."""
+    """Merge project-level config values (Pulumi.yaml) with the stack file, as the Pulumi CLI does.
+
+    The result is a function of the two files' bytes, so it is parsed once per content (PyYAML's
+    composer is pure Python: ~0.1 s a read, and the tests, the plan and the policies read the same
+    files hundreds of times) and each caller gets its own deep copy to change freely. Files too big
+    to read, or missing, take the uncached path and its errors.
+    """
+    files = (root / "Pulumi.yaml", root / f"Pulumi.{stack_name}.yaml")
+    try:
+        if any(f.stat().st_size > MAX_FILE_BYTES for f in files):
+            return _read_stack_config(stack_name, root)
+        contents = tuple(f.read_bytes() for f in files)
+    except OSError:
+        return _read_stack_config(stack_name, root)
+    return copy.deepcopy(_read_stack_config_of(stack_name, root, contents))
+
+
+@functools.lru_cache(maxsize=64)
+def _read_stack_config_of(stack_name: str, root: Path, contents: tuple[bytes, ...]) -> dict[str, Any]:
+    """`_read_stack_config` cached by the files' contents (the key; read again inside, unchanged
+    unless a file changes within this call). Never handed out: callers get copies."""
+    return _read_stack_config(stack_name, root)
+
+
+def _read_stack_config(stack_name: str, root: Path) -> dict[str, Any]:
     raw: dict[str, Any] = {}
     project_file = root / "Pulumi.yaml"
     stack_file = root / f"Pulumi.{stack_name}.yaml"

@@ -8,6 +8,7 @@ stack config the engine hands the pack (`pulumi.Config`), through model/ so noth
 
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -184,12 +185,14 @@ def stack_raw() -> dict[str, Any]:
 def stack_model():
     """The validated stack model (model/), built from the config the engine handed the pack."""
     raw = stack_raw()
-    return _model(yaml.safe_dump(raw, sort_keys=True), (raw.get("site") or {}).get("stack", ""))
+    # Keyed by the config as JSON: it came as JSON (get_object), so it round-trips exactly, and
+    # json.dumps costs a fraction of yaml.safe_dump (every stack policy asks, per evaluation).
+    return _model(json.dumps(raw, sort_keys=True), (raw.get("site") or {}).get("stack", ""))
 
 
 @lru_cache(maxsize=8)
-def _model(raw_yaml: str, name: str):
-    return build_stack(yaml.safe_load(raw_yaml), name)
+def _model(raw_json: str, name: str):
+    return build_stack(json.loads(raw_json), name)
 
 
 def env_list(name: str) -> list[str]:

@@ -11,7 +11,7 @@ policy tests that need more than one verdict use them.
 
 from __future__ import annotations
 
-import copy
+import pickle
 import re
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -19,11 +19,12 @@ from typing import Callable, Optional
 
 import yaml
 
-from ops.mockrun import Registered, Run, plain, run_stack
+from ops.mockrun import Registered, Run, plain
 from policy.view import script_files
 from render import wire
 from render.plan import ManagedFile
 from model.load import read_stack_config
+from tests import program_runs
 from tests.program_runs import CLUSTER_FIREWALL, FW_RULES, SNIPPET, VM
 
 COMMAND = "command:remote:Command"
@@ -38,14 +39,21 @@ PROMETHEUS = "/etc/prometheus/prometheus.yml"
 # helpers (AWSGuard style: one resource changed, one policy asked)
 
 
-@lru_cache(maxsize=None)
 def base_run(stack: str) -> Run:
-    return run_stack(stack, raw=read_stack_config(stack))
+    """The stack's mock run as committed, shared with the other test modules (tests/program_runs.py
+    runs each stack once per session): read it, never change it; `fresh` gives a copy to change."""
+    return program_runs.run(stack)
+
+
+@lru_cache(maxsize=None)
+def _pickled(stack: str) -> bytes:
+    return pickle.dumps(base_run(stack), protocol=pickle.HIGHEST_PROTOCOL)
 
 
 def fresh(stack: str) -> Run:
-    """A private copy of the stack's mock run, to change freely."""
-    return copy.deepcopy(base_run(stack))
+    """A private copy of the stack's mock run, to change freely: unpickled from one pickle per stack,
+    as deep a copy as copy.deepcopy (nothing is shared with the run) at a fraction of its cost."""
+    return pickle.loads(_pickled(stack))
 
 
 def resource(run: Run, type_: str, host: str) -> Registered:

@@ -7,6 +7,7 @@ The lab (tests/test_backup_attack_lab.py) runs the same attacks over real SSH be
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import shutil
@@ -97,13 +98,30 @@ class Target:
         return (self.root / "prom" / name).read_text()
 
 
-@pytest.fixture
-def target(tmp_path):
-    t = Target(tmp_path)
+@pytest.fixture(scope="module")
+def _built_target(tmp_path_factory):
+    """Two clients' repositories, one honest archive each, verified once by the tool: built once per
+    module (about 15 borg and Python start-ups), kept aside untouched, copied for each test."""
+    t = Target(tmp_path_factory.mktemp("borg-target") / "target")
     for c in CLIENTS:
         t.backup(c, f"{c}-1")
     r = t.tool("watch")
     assert r.returncode == 0, r.stdout + r.stderr
+    t.root.rename(t.root.parent / "pristine")
+    return t
+
+
+@pytest.fixture
+def target(_built_target):
+    """A private copy of the built target (repositories, the clients' and the target's borg homes, the
+    tool's verified state) at the very path it was built at: borg records where each repository
+    lives, so no test sees a relocated repository. Each test's copy replaces the one before."""
+    root = _built_target.root
+    if root.exists():
+        shutil.rmtree(root)
+    shutil.copytree(root.parent / "pristine", root, symlinks=True)
+    t = copy.copy(_built_target)
+    t.cfg = copy.deepcopy(_built_target.cfg)
     return t
 
 

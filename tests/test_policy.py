@@ -56,9 +56,12 @@ POLICY_NAMES = [p.name for p in POLICIES]
 # helpers (AWSGuard style: one resource changed, one policy asked; the mutations are in tests/policy_cases.py)
 
 
-def verdict(run: Run, policy: str, config: dict | None = None, env: dict | None = None, only: bool = False):
-    """`policy`'s verdict on `run`; `only` evaluates that policy alone (the table's rows ask one each)."""
-    policies = [p for p in POLICIES if p.name == policy] if only else POLICIES
+def verdict(run: Run, policy: str, config: dict | None = None, env: dict | None = None):
+    """`policy`'s verdict on `run`, that policy evaluated alone: a policy's verdict depends on no other
+    (the analyzer runs each on its own), and the whole pack per verdict cost ~25x the time; the
+    whole pack is evaluated by the tests that read more than one verdict (`evaluate` below)."""
+    policies = [p for p in POLICIES if p.name == policy]
+    assert policies, f"no policy {policy!r} in the pack"
     report = evaluate(run, read_stack_config(run.stack), config=config, env=env, policies=policies)
     return report.verdict(policy)
 
@@ -97,7 +100,7 @@ def test_policy_says_what_its_table_row_expects(case: Case, tmp_path):
         env[BASELINE_ENV] = str(path)
     else:
         env[BASELINE_ENV] = None  # a row without a baseline judges no replacement
-    v = verdict(run, case.policy, config=case.config, env=env, only=True)
+    v = verdict(run, case.policy, config=case.config, env=env)
     assert [x.message for x in v.violations] == list(case.expected)
     if case.passes:
         assert v.not_applicable is None, v.not_applicable  # a pass, not a policy that could not judge

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
+import tempfile
+from functools import lru_cache
 from pathlib import Path
 
 import pytest
@@ -39,13 +42,64 @@ def cloud_init_schema(path: Path) -> subprocess.CompletedProcess:
     )
 
 
+# `cloud-init schema --config-file F` for many files in one interpreter: the CLI's own handler
+# (cloudinit/config/schema.py handle_schema_args, what `cloud-init schema` dispatches to), called
+# once per file with the CLI's arguments, its exit status and output kept per file. One cloud-init
+# start-up costs ~1 s of CPU, and every snippet of both stacks is checked.
+_SCHEMA_BATCH = r"""
+import argparse, contextlib, io, json, sys
+from cloudinit.config.schema import handle_schema_args
+out = []
+for path in sys.argv[1:]:
+    stdout, stderr, code = io.StringIO(), io.StringIO(), 0
+    with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
+        try:
+            handle_schema_args("schema", argparse.Namespace(config_file=path, docs=None, system=False, annotate=False))
+        except SystemExit as exc:
+            code = exc.code if isinstance(exc.code, int) else 1
+    out.append({"path": path, "returncode": code, "stdout": stdout.getvalue(), "stderr": stderr.getvalue()})
+print(json.dumps(out))
+"""
+
+
+def _cloud_init_python() -> str:
+    """The interpreter cloud-init runs under (its script's #! line), which imports its package."""
+    return Path(_tool(CLOUD_INIT, "cloud-init")).read_text().split("\n", 1)[0].removeprefix("#!").strip()
+
+
+@lru_cache(maxsize=None)
+def _schema_verdicts() -> dict[str, subprocess.CompletedProcess]:
+    """Every snippet's `cloud-init schema` verdict by test id, from one run of the batch above."""
+    with tempfile.TemporaryDirectory() as tmp:
+        paths = {}
+        for param in _snippets():
+            paths[param.id] = Path(tmp) / f"{param.id}.yaml"
+            paths[param.id].write_text(param.values[2])
+        done = subprocess.run([_cloud_init_python(), "-c", _SCHEMA_BATCH, *map(str, paths.values())], capture_output=True, text=True,
+                              timeout=300)
+        assert done.returncode == 0, done.stderr
+        by_path = {r["path"]: r for r in json.loads(done.stdout)}
+        return {
+            id_: subprocess.CompletedProcess([CLOUD_INIT, "schema", "--config-file", str(path)], r["returncode"], r["stdout"], r["stderr"])
+            for id_, path in paths.items() for r in [by_path[str(path)]]
+        }
+
+
 @pytest.mark.parametrize("stack,name,document", list(_snippets()))
-def test_every_cloud_init_file_passes_cloud_init_schema(tmp_path, stack, name, document):
-    path = tmp_path / "user-data.yaml"
-    path.write_text(document)
-    result = cloud_init_schema(path)
+def test_every_cloud_init_file_passes_cloud_init_schema(request, stack, name, document):
+    result = _schema_verdicts()[request.node.callspec.id]
     assert result.returncode == 0, result.stdout + result.stderr
     assert "Valid cloud-config" in result.stdout
+
+
+def test_the_batched_schema_check_refuses_what_the_cli_refuses(tmp_path):
+    """The batch above is the CLI's handler: the same broken document fails it too, naming the key."""
+    document = next(iter(_snippets())).values[2].replace("ssh_pwauth: false", "ssh_pwauth: [1, 2]")
+    path = tmp_path / "user-data.yaml"
+    path.write_text(document)
+    done = subprocess.run([_cloud_init_python(), "-c", _SCHEMA_BATCH, str(path)], capture_output=True, text=True, timeout=120)
+    [result] = json.loads(done.stdout)
+    assert result["returncode"] != 0 and "ssh_pwauth" in result["stdout"] + result["stderr"]
 
 
 def test_cloud_init_schema_rejects_a_broken_document(tmp_path):
