@@ -65,10 +65,15 @@ offsite_key = backups.offsite_public_key()
 if offsite_key is not None:
     pulumi.export("backup_offsite_public_key", offsite_key)
 
+# The status page's off-site server puts this in its authorized_keys (README, The inventory page).
+status_key = monitoring.status_offsite_key(stack)
+if status_key is not None:
+    pulumi.export("status_offsite_public_key", status_key.public_key_openssh.apply(lambda s: s.strip()))
+
 # Secrets and keys the scripts ask for by name, each made once (components/late.py).
 late = late_values(
     [n for s in scripts.values() for n in late_names(s)],
-    {"borg": backups.late_value, "monitoring": lambda name: monitoring.late_value(stack, name),
+    {"borg": backups.late_value, "monitoring": lambda name: monitoring.late_value(stack, name, status_key),
      "hostkey": host_keys.late_value},
 )
 

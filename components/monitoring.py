@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
-import pulumi
+from typing import Optional
 
+import pulumi
+import pulumi_tls as tls
+
+from render import inventory as render_inventory
 from render.roles import monitoring as render_monitoring
 from model.load import PROJECT
 from model.stack import Stack
@@ -21,7 +25,15 @@ def _secret(key: str) -> pulumi.Output[str]:
     return pulumi.Config(PROJECT).require_secret(key)
 
 
-def late_value(stack: Stack, name: str) -> pulumi.Output[str]:
+def status_offsite_key(stack: Stack) -> Optional[tls.PrivateKey]:
+    """The monitoring host's key on the status page's off-site server (render/inventory.py), made
+    once per program run when `monitoring.status_offsite` is set; its public half is a stack output."""
+    if stack.monitoring is None or stack.monitoring.status_offsite is None:
+        return None
+    return tls.PrivateKey("status-offsite-ssh", algorithm="ED25519")
+
+
+def late_value(stack: Stack, name: str, status_key: Optional[tls.PrivateKey] = None) -> pulumi.Output[str]:
     """The value behind a `monitoring/...` placeholder, as it goes into the file (YAML-quoted where
     it lands in YAML). Every one stays a Pulumi secret."""
     r = render_monitoring
@@ -41,4 +53,6 @@ def late_value(stack: Stack, name: str) -> pulumi.Output[str]:
         return _secret(UI_PASSWORD_HASHES).apply(r.internal_auth)
     if name == r.LATE_ALERTMANAGER_USERS:
         return _secret(UI_PASSWORD_HASHES).apply(r.alertmanager_users)
+    if name == render_inventory.LATE_OFFSITE_KEY and status_key is not None:
+        return pulumi.Output.secret(status_key.private_key_openssh)
     raise KeyError(f"late value {name!r}: components/monitoring.py makes no such value")

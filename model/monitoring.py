@@ -6,9 +6,22 @@ from typing import Literal, Optional
 
 from pydantic import Field
 
+from .backup import SshTarget
 from .base import _Model
 from .errors import Problem
-from .types import Duration, Email as EmailAddress, Flag, HostPort, HttpUrl, Login, PveTokenName, PveUser, Version
+from .types import (
+    AbsolutePath,
+    Duration,
+    Email as EmailAddress,
+    Flag,
+    HostPort,
+    HttpUrl,
+    Login,
+    PveTokenName,
+    PveUser,
+    RemoteUser,
+    Version,
+)
 
 # Where the monitoring host's daemons listen. Prometheus and Alertmanager on its LAN address (the
 # UIs, and the proxy in front of them), the exporters only on loopback (Prometheus asks them).
@@ -16,6 +29,14 @@ PROMETHEUS_PORT = 9090
 ALERTMANAGER_PORT = 9093
 BLACKBOX_PORT = 9115
 PVE_EXPORTER_PORT = 9221
+# mtail on each reverse proxy (render/access_metrics.py), on its LAN address, for Prometheus alone.
+MTAIL_PORT = 3903
+# The inventory page (render/inventory.py), behind the members' login, on the monitoring host's nginx.
+INVENTORY_PORT = 9097
+
+
+# What members open on the monitoring host, behind a login: the two UIs and the inventory page.
+UI_PORTS = (("prometheus", PROMETHEUS_PORT), ("alertmanager", ALERTMANAGER_PORT), ("inventory", INVENTORY_PORT))
 
 
 def monitoring_host(stack) -> Optional[str]:
@@ -25,11 +46,11 @@ def monitoring_host(stack) -> Optional[str]:
 
 
 def ui_services(stack) -> dict[str, Optional[str]]:
-    """`prometheus`/`alertmanager` to the catalog service that publishes that UI (its port, on the
-    monitoring host), or None. Only public ones count: they are what the proxy serves."""
+    """`prometheus`/`alertmanager`/`inventory` to the catalog service that publishes that UI (its
+    port, on the monitoring host), or None. Only public ones count: they are what the proxy serves."""
     host = monitoring_host(stack)
     out: dict[str, Optional[str]] = {}
-    for ui, port in (("prometheus", PROMETHEUS_PORT), ("alertmanager", ALERTMANAGER_PORT)):
+    for ui, port in UI_PORTS:
         out[ui] = next(
             (n for n, s in sorted(stack.services.items()) if s.host == host and s.port == port and s.public), None
         )
@@ -44,12 +65,19 @@ def inbound_rules(stack, host: str) -> list:
     from .derive import Rule, gateway
 
     mon = stack.monitoring
+    watcher = monitoring_host(stack)
+    if mon is not None and watcher is not None and "reverse_proxy" in stack.hosts[host].roles:
+        # The proxy's access-log counters (mtail), read by Prometheus alone.
+        mtail = [Rule("tcp", MTAIL_PORT, f"{stack.hosts[watcher].lan_ip}/32", f"mtail from {watcher}")]
+    else:
+        mtail = []
     if mon is None or mon.ui != "vpn" or host != monitoring_host(stack) or "gateway" in stack.hosts[host].roles:
-        return []
+        return mtail
     source = f"{gateway(stack).lan_ip}/32"
-    return [
+    return mtail + [
         Rule("tcp", PROMETHEUS_PORT, source, "prometheus ui from the vpn (via the gateway)"),
         Rule("tcp", ALERTMANAGER_PORT, source, "alertmanager ui from the vpn (via the gateway)"),
+        Rule("tcp", INVENTORY_PORT, source, "inventory page from the vpn (via the gateway)"),
     ]
 
 
@@ -83,6 +111,20 @@ class PveExporter(_Model):
     version: Version = Field(default="3.10.2", description="prometheus-pve-exporter release pip installs into /opt/prometheus-pve-exporter.")
 
 
+class StatusOffsite(SshTarget):
+    """Where the status page is copied to, off the stack's own machines (an SSH server with rsync)."""
+
+    user: RemoteUser = Field(
+        description="Login on the off-site server; its authorized_keys holds the output `status_offsite_public_key`."
+    )
+    path: AbsolutePath = Field(
+        description="Directory the off-site server's web server serves; the status page is written to `<path>/index.html`."
+    )
+    url: Optional[HttpUrl] = Field(
+        default=None, description="Where members open that copy (for the README and the inventory page's link)."
+    )
+
+
 class Monitoring(_Model):
     scrape_interval: Duration = Field(default="30s", description="How often Prometheus scrapes and evaluates alert rules.")
     retention: Duration = Field(default="30d", description="How long Prometheus keeps samples.")
@@ -106,6 +148,11 @@ class Monitoring(_Model):
     pve_exporter: Optional[PveExporter] = Field(
         default=None, description="Proxmox node metrics through prometheus-pve-exporter (from PyPI); none: not scraped."
     )
+    status_offsite: Optional[StatusOffsite] = Field(
+        default=None,
+        description="Copy the status page (up/down, since when, the admins' note) there every few minutes, so members "
+        "can read it while the stack's machines are down; none: the page stays on the monitoring host only.",
+    )
 
 
 def check_monitoring(monitoring, site, hosts, services, people) -> list[Problem]:
@@ -126,7 +173,7 @@ def check_monitoring(monitoring, site, hosts, services, people) -> list[Problem]
         add("monitoring.matrix", "needs exactly one of `url` and `url_secret: true` (the secret alertMatrixWebhookUrl)")
     if monitoring.ui == "proxy":
         host = mon_hosts[0]
-        for ui, port in (("prometheus", PROMETHEUS_PORT), ("alertmanager", ALERTMANAGER_PORT)):
+        for ui, port in UI_PORTS:
             if not any(s.host == host and s.port == port and s.public for s in services.values()):
                 add(
                     "monitoring.ui",

@@ -39,6 +39,7 @@ from model.stack import Stack
 from model.monitoring import (
     ALERTMANAGER_PORT,
     BLACKBOX_PORT,
+    MTAIL_PORT,
     PROMETHEUS_PORT,
     PVE_EXPORTER_PORT,
     Monitoring,
@@ -48,7 +49,7 @@ from model.monitoring import (
 
 from model import backup as backup_model
 
-from .. import metrics
+from .. import inventory, metrics
 from ..plan import HostPlan, ManagedFile, Role, late
 from ..quote import Shell, sh
 from ..templates import render
@@ -140,6 +141,17 @@ def scrape_jobs(stack: Stack, mon: Monitoring) -> list[dict]:
         {"job_name": "alertmanager", **_internal_auth(), "static_configs": [{"targets": [f"{lan}:{ALERTMANAGER_PORT}"], "labels": _labels(stack, host)}]},
         {"job_name": "blackbox", "static_configs": [{"targets": [f"127.0.0.1:{BLACKBOX_PORT}"], "labels": _labels(stack, host)}]},
     ]
+    proxies = derive.hosts_with_role(stack, "reverse_proxy")
+    if proxies:
+        # The proxies' request counts (render/access_metrics.py).
+        jobs.append(
+            {
+                "job_name": "access_log",
+                "static_configs": [
+                    {"targets": [f"{stack.hosts[p].lan_ip}:{MTAIL_PORT}"], "labels": _node_labels(stack, p)} for p in proxies
+                ],
+            }
+        )
     http = http_probes(stack, mon)
     if http:
         jobs.append(_probe_job("probe_http", http))
@@ -300,6 +312,7 @@ def rules(stack: Stack) -> str:
         inodes=INODES_FREE_MIN_RATIO,
         writes=DISK_WRITE_BYTES_PER_S,
         writes_mib=DISK_WRITE_BYTES_PER_S // (1024 * 1024),
+        full_days=inventory.BACKUP_FULL_WARN_DAYS,
     )
 
 
@@ -478,6 +491,7 @@ def contribute(stack: Stack, host: str, plan: HostPlan) -> None:
         plan.packages.append("nginx")
         plan.units.append(GUARD_UNIT)
         plan.absent.append((DEBIAN_DEFAULT_SITE, GUARD_UNIT))
+    inventory.contribute(stack, mon, plan, GUARD_USERS)
     if mon.pve_exporter is not None:
         plan.packages += ["python3-venv"]
         plan.units += [PVE_UNIT]
@@ -488,8 +502,10 @@ NAME = "monitoring"
 ROLE = Role(
     NAME,
     contribute,
-    bare_units=("prometheus.service", "prometheus-alertmanager.service", "prometheus-blackbox-exporter.service"),
-    packages=(*PACKAGES, "nginx", "python3-venv"),
+    bare_units=(
+        "prometheus.service", "prometheus-alertmanager.service", "prometheus-blackbox-exporter.service", "hypha-inventory.timer",
+    ),
+    packages=(*PACKAGES, "nginx", "python3-venv", "rsync", "openssh-client"),
 )
 
 
