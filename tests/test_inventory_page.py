@@ -27,7 +27,7 @@ from render.roles import host_plan
 from tests.program_runs import model, raw
 
 TOOL = Path(__file__).resolve().parent.parent / "templates" / "monitoring" / "hypha-inventory.py"
-NOW = 1_780_000_000.0  # a fixed "now" the canned answers are relative to
+NOW = 1_780_000_000.4567  # a fixed "now" the canned answers are relative to (not on a millisecond)
 DAY = 86400
 GIB = 1024**3
 
@@ -37,7 +37,8 @@ def _vector(rows):
 
 
 def _matrix(rows):
-    return {"resultType": "matrix", "result": [{"metric": m, "values": [[t, str(v)] for t, v in pts]} for m, pts in rows]}
+    # Prometheus answers with millisecond timestamps, whatever precision it was asked with.
+    return {"resultType": "matrix", "result": [{"metric": m, "values": [[round(t, 3), str(v)] for t, v in pts]} for m, pts in rows]}
 
 
 def _days(values):
@@ -93,7 +94,8 @@ class FakePrometheus:
         for pattern, rows in table:
             if re.search(pattern, q):
                 if shape is _matrix:  # only the points inside the range asked for, as Prometheus answers
-                    lo, hi = float(params["start"]), float(params["end"])
+                    # (the builder sends times to the millisecond, as Prometheus reads them)
+                    lo, hi = float(params["start"]) - 0.001, float(params["end"]) + 0.001
                     rows = [(m, [(t, v) for t, v in pts if lo <= t <= hi]) for m, pts in rows]
                 return shape(rows)
         return shape([])

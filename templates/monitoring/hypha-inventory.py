@@ -100,7 +100,7 @@ def utc(ts):
 
 
 def ago(seconds):
-    seconds = max(0, int(seconds))
+    seconds = max(0, round(seconds))
     if seconds < 120:
         return f"{seconds} s"
     if seconds < 7200:
@@ -155,9 +155,15 @@ def sparkline(points, title, lo=None, hi=None, width=120, height=24):
 
 
 def daily(series_points, now, days=30):
-    """A range query's {t: v} as a list of `days` values, oldest first (None where missing)."""
+    """A range query's {t: v} as a list of `days` values, oldest first (None where missing). By
+    nearest day: Prometheus answers with millisecond timestamps, not the float it was asked with."""
     start = now - (days - 1) * DAY
-    return [series_points.get(start + i * DAY) for i in range(days)]
+    out = [None] * days
+    for t, v in series_points.items():
+        i = round((t - start) / DAY)
+        if 0 <= i < days:
+            out[i] = v
+    return out
 
 
 # --- the facts ----------------------------------------------------------------------------------------
