@@ -13,7 +13,7 @@ from typing import Optional
 from .derive import NODE_EXPORTER_PORT
 from .roles import public_ports
 from .errors import Problem
-from .monitoring import BLACKBOX_PORT, PVE_EXPORTER_PORT
+from .derive_monitoring import BLACKBOX_PORT, PVE_EXPORTER_PORT
 
 # Roles whose host takes no catalog service. The gateway is the one host the internet reaches over
 # SSH and where the VPN enters the LAN; the backup target holds every host's repositories. A service

@@ -23,6 +23,7 @@ from urllib.parse import urlsplit
 from pydantic import AfterValidator, BeforeValidator, Field, Strict
 
 from .base import check_domain, check_email
+from .keys import private_key_problem
 
 # Longest value quoted back in an error: a 50 MB value must not be echoed whole.
 SHOWN = 60
@@ -531,8 +532,6 @@ _PEM_CERTS = re.compile(r"(-----BEGIN CERTIFICATE-----\n([A-Za-z0-9+/=]{1,76}\n)
 def _pem_certificates(value: Any) -> Any:
     if not isinstance(value, str):
         return value
-    from .keys import private_key_problem
-
     leaked = private_key_problem(value)
     if leaked:
         raise ValueError(leaked)

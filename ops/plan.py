@@ -22,8 +22,11 @@ from model import derive
 from model.capacity import usage
 from model.errors import ConfigError
 from model.load import build_stack, read_stack_config
+from render import hostkeys
+from components.host_keys import key_resource_name
 
 from .mockrun import Run, run_stack
+from .policy_check import evaluate
 
 EXIT = {"ok": 0, "invalid_config": 1, "over_capacity": 2, "mandatory_policy": 3, "bug": 4}
 MEANING = {
@@ -59,7 +62,6 @@ def build_report(stack_name: str) -> dict[str, Any]:
     stack = build_stack(raw, stack_name)
     run = run_stack(stack_name, raw=raw)
     # The policy pack's verdicts on this very run, as `pulumi preview --policy-pack policy` gives them.
-    from .policy_check import evaluate
 
     policies = evaluate(run, raw).as_dict()
     nodes = {}
@@ -103,8 +105,6 @@ def build_report(stack_name: str) -> dict[str, Any]:
 def _known_hosts(stack) -> dict[str, Any]:
     """Which known_hosts line each host gets. Not the keys: under mocks they are stand-ins, the real
     ones are made by `pulumi up` (components/host_keys.py), so the plan names where to read them."""
-    from components.host_keys import key_resource_name
-    from render import hostkeys
 
     return {
         "output": "known_hosts",

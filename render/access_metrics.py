@@ -13,7 +13,7 @@ Decisions:
 
 from __future__ import annotations
 
-from model.monitoring import MTAIL_PORT
+from model.derive_monitoring import MTAIL_PORT
 from model.stack import Stack
 
 from . import metrics

@@ -24,14 +24,18 @@ Decisions:
 from __future__ import annotations
 
 import json
+import re
+from dataclasses import dataclass
+from typing import Optional
 
 from model import capacity, derive
-from model import backup as backup_model
-from model.monitoring import INVENTORY_PORT, Monitoring, monitoring_host, ui_services
+from model import derive_backup as backup_model
+from model.derive_monitoring import INVENTORY_PORT, monitoring_host, ui_services
+from model.monitoring import Monitoring
 from model.stack import Service, Stack
 
 from . import metrics, quote, shortlinks
-from .plan import HostPlan, ManagedFile, late
+from .plan import HostPlan, LateValue, ManagedFile, late
 from .templates import TEMPLATES, render
 
 TOOL = "/usr/local/lib/hypha-inventory/hypha-inventory"
@@ -47,6 +51,16 @@ TIMER_FILE = f"/etc/systemd/system/{UNIT}.timer"
 OFFSITE_KEY = f"{CONFIG_DIR}/offsite/id_ed25519"
 OFFSITE_KNOWN_HOSTS = f"{CONFIG_DIR}/offsite/known_hosts"
 LATE_OFFSITE_KEY = "monitoring/ssh-key/status-offsite"
+OFFSITE_PUBKEY = "monitoring/ssh-pubkey/status-offsite"
+"""Its public half: not in any file, the stack output `status_offsite_public_key` (__main__.py)."""
+# Made by components/late.py. Under the `backups` component: the program has no monitoring component,
+# and this is, like borg's offsite key, a key for a server outside the stack. (The parent is part of
+# the key's URN: moving it later replaces the key, and the off-site authorized_keys must follow.)
+LATE = (
+    LateValue(re.escape(LATE_OFFSITE_KEY), "ssh-keypair-private", resource="status-offsite-ssh", parent="backups"),
+    LateValue(re.escape(OFFSITE_PUBKEY), "ssh-keypair-public", resource="status-offsite-ssh", parent="backups"),
+)
+PACKAGES = ("rsync", "openssh-client")
 # Rebuilt this often; the page tells readers to distrust it when it is three builds old.
 EVERY_MINUTES = 5
 STALE_MINUTES = 15
@@ -94,13 +108,24 @@ def page_url(stack: Stack, mon: Monitoring) -> str:
     return f"http://{stack.hosts[monitoring_host(stack)].lan_ip}:{INVENTORY_PORT}/"
 
 
-def builder_config(stack: Stack, mon: Monitoring) -> dict:
-    """What the builder reads: every fact of the page that comes from config."""
-    from .roles import monitoring as mr  # the role module imports this one
+@dataclass(frozen=True)
+class FromMonitoring:
+    """What the page takes from the monitoring role (render/roles/monitoring.py makes it): which
+    services are probed, how to reach Prometheus, where members open the UIs, the backup alert's age."""
 
+    probed: frozenset
+    prometheus_url: str
+    login: Optional[dict]
+    """Prometheus' `basic_auth` (username, password_file) when its UI asks for a login, else None."""
+    links: tuple
+    backup_max_age: int
+
+
+def builder_config(stack: Stack, mon: Monitoring, role: FromMonitoring) -> dict:
+    """What the builder reads: every fact of the page that comes from config."""
     host = monitoring_host(stack)
     clients = set(backup_model.clients(stack)) if stack.backup is not None else set()
-    probed = {p["labels"]["service"] for p in mr.http_probes(stack, mon)}
+    probed = role.probed
     services = [
         {
             "name": name,
@@ -139,14 +164,14 @@ def builder_config(stack: Stack, mon: Monitoring) -> dict:
         o = mon.status_offsite
         offsite = {"host": o.host, "port": o.port, "user": o.user, "path": o.path, "key": OFFSITE_KEY,
                    "known_hosts": OFFSITE_KNOWN_HOSTS, "url": o.url}
-    auth = mr._scrape_auth(mon).get("basic_auth")
-    links = [("Prometheus", mr.external_url(stack, mon, "prometheus")), ("Alertmanager", mr.external_url(stack, mon, "alertmanager"))]
+    auth = role.login
+    links = list(role.links)
     if offsite and offsite["url"]:
         links.append(("Off-site status copy", offsite["url"]))
     return {
         "site": stack.site.domain,
         "prometheus": {
-            "url": f"http://{stack.hosts[host].lan_ip}:{mr.PROMETHEUS_PORT}",
+            "url": role.prometheus_url,
             "user": auth["username"] if auth else None,
             "password_file": auth["password_file"] if auth else None,
         },
@@ -154,7 +179,7 @@ def builder_config(stack: Stack, mon: Monitoring) -> dict:
         "note_file": NOTE_FILE,
         "stale_minutes": STALE_MINUTES,
         "top_keywords": TOP_KEYWORDS,
-        "backup_max_age": mr.BACKUP_MAX_AGE_HOURS * 3600,
+        "backup_max_age": role.backup_max_age,
         "backup_full_warn_days": BACKUP_FULL_WARN_DAYS,
         "metrics": {
             "http_requests": metrics.HTTP_REQUESTS,
@@ -174,11 +199,11 @@ def builder_config(stack: Stack, mon: Monitoring) -> dict:
     }
 
 
-def files(stack: Stack, mon: Monitoring, users_file: str) -> list[ManagedFile]:
+def files(stack: Stack, mon: Monitoring, role: FromMonitoring, users_file: str) -> list[ManagedFile]:
     host = monitoring_host(stack)
     out = [
         ManagedFile(TOOL, (TEMPLATES / "monitoring/hypha-inventory.py").read_text(), mode="0755", check="python"),
-        ManagedFile(CONFIG, json.dumps(builder_config(stack, mon), indent=1, sort_keys=True) + "\n", check="json"),
+        ManagedFile(CONFIG, json.dumps(builder_config(stack, mon, role), indent=1, sort_keys=True) + "\n", check="json"),
         ManagedFile(
             SERVICE_FILE,
             render("monitoring/inventory.service.j2", tool=TOOL, config=CONFIG, state=STATE_DIR.rsplit("/", 1)[1]),
@@ -201,8 +226,8 @@ def files(stack: Stack, mon: Monitoring, users_file: str) -> list[ManagedFile]:
     return out
 
 
-def contribute(stack: Stack, mon: Monitoring, plan: HostPlan, users_file: str) -> None:
-    plan.files += files(stack, mon, users_file)
+def contribute(stack: Stack, mon: Monitoring, role: FromMonitoring, plan: HostPlan, users_file: str) -> None:
+    plan.files += files(stack, mon, role, users_file)
     plan.units.append(f"{UNIT}.timer")
     if mon.status_offsite is not None:
-        plan.packages += ["rsync", "openssh-client"]
+        plan.packages += list(PACKAGES)

@@ -10,13 +10,15 @@ from pathlib import Path
 import pytest
 
 from model import derive
-from model.monitoring import MTAIL_PORT, monitoring_host
+from model.derive_monitoring import MTAIL_PORT, monitoring_host
 from render import access_metrics, metrics
 from render.quote import QuoteError, mtail_str
 from render.roles import host_plan
 from render.roles import monitoring as mr
 from tests.program_runs import model
 from tests.tools import need
+
+pytestmark = pytest.mark.files
 
 
 def _program_dir(tmp_path: Path, text: str) -> Path:
@@ -122,6 +124,25 @@ def test_prometheus_scrapes_each_proxy_and_only_the_monitoring_host_may():
     rules = [r for r in derive.inbound_rules(stack, proxy) if r.port == MTAIL_PORT]
     assert [(r.proto, r.source) for r in rules] == [("tcp", f"{stack.hosts[mon].lan_ip}/32")]
     assert not [r for h in stack.hosts if h != proxy for r in derive.inbound_rules(stack, h) if r.port == MTAIL_PORT]
+
+
+def test_the_converge_check_passes_the_program_and_refuses_a_broken_one(tmp_path):
+    from render.converge import converge_script
+    from tests.test_wire import _check_function
+
+    stack = model("prod")
+    proxy = derive.hosts_with_role(stack, "reverse_proxy")[0]
+    script = converge_script(stack, proxy)
+    helper = script[script.index("check_mtail() {"):]
+    fn = helper[: helper.index("\n}\n") + 3] + _check_function(script)
+    good = access_metrics.program(stack)
+    (tmp_path / "stage").mkdir()
+    for text, ok in ((good, True), (good.rstrip().removesuffix("}"), False)):
+        staged = tmp_path / "staged.mtail"
+        staged.write_text(text)
+        run = subprocess.run(["sh", "-c", f'STAGE={tmp_path / "stage"}\nfail() {{ exit 9; }}\n{fn}check "$1" "$2"', "sh", "mtail", str(staged)],
+                             capture_output=True, text=True, timeout=60)
+        assert (run.returncode == 0) == ok, run.stderr
 
 
 @pytest.mark.parametrize("bad", ['a"b', "a b", "x\ny", "a\\b", ""])

@@ -42,6 +42,8 @@ from model.load import build_stack
 from tests.program_runs import STACKS, raw
 from tests.tools import need as _need
 
+pytestmark = pytest.mark.lab
+
 CANARY = "HYPHAPWNED"
 # Each payload runs `touch HYPHAPWNED-<index>` if anything ever evaluates it as shell.
 PAYLOADS = [
@@ -178,7 +180,7 @@ def validation_gap(stack: str, pair: Pair) -> str | None:
 @lru_cache(maxsize=1)
 def _host_keys() -> dict[str, str]:
     """One set of host keys for every snippet: what they hold does not depend on the config."""
-    from ops.labstack import host_key_material
+    from lab.stack import host_key_material
 
     return host_key_material()
 

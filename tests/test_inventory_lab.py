@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import calendar
 import email.utils
-import ipaddress
 import json
 import os
 import re
@@ -24,16 +23,17 @@ import bcrypt
 import pytest
 
 from model.load import build_stack
-from ops.lab import HOST_ENV, Lab, LabHost, available, stop_process
-from ops.labstack import PEBBLE_MANAGEMENT_PORT, PEBBLE_PORT, boot_and_converge, ssh_keypair, web_lab_stack
+from lab.hosts import HOST_ENV, Lab, LabHost, available, stop_process
+from lab.stack import PEBBLE_MANAGEMENT_PORT, PEBBLE_PORT, boot_and_converge, ssh_keypair, web_lab_stack
+from lab.subnets import subnets
 from render import inventory
 from render.roles import monitoring as mr
 from tests.test_monitoring_lab import _wait  # bounded polling, failing with what did not happen
 
+pytestmark = pytest.mark.lab
+
 PREFIX = "tinv"
-FRONT = ipaddress.ip_network("10.213.160.0/24")
-LAN = ipaddress.ip_network("10.213.161.0/24")
-VPN = ipaddress.ip_network("10.213.162.0/24")
+FRONT, LAN, VPN = subnets(PREFIX).front, subnets(PREFIX).lan, subnets(PREFIX).vpn
 ALICE_PASSWORD = "lab admin password"
 PVE_TOKEN = "lab-pve-token-secret"
 NODE = "kvm1"

@@ -21,10 +21,12 @@ import pytest
 from model import capacity
 from model.errors import ConfigError
 from model.load import build_stack
-from model.monitoring import INVENTORY_PORT, monitoring_host
+from model.derive_monitoring import INVENTORY_PORT, monitoring_host
 from render import inventory
 from render.roles import host_plan
 from tests.program_runs import model, raw
+
+pytestmark = pytest.mark.files
 
 TOOL = Path(__file__).resolve().parent.parent / "templates" / "monitoring" / "hypha-inventory.py"
 NOW = 1_780_000_000.4567  # a fixed "now" the canned answers are relative to (not on a millisecond)
@@ -133,9 +135,15 @@ class FakePrometheus:
         self.thread.join(5)
 
 
+def _host_config(stack) -> dict:
+    """The builder's config as the monitoring host gets it (its managed file)."""
+    (f,) = [f for f in host_plan(stack, monitoring_host(stack)).files if f.path == inventory.CONFIG]
+    return json.loads(f.content)
+
+
 def _config(tmp_path: Path, prom_url: str, stack=None, **changes) -> Path:
     stack = stack or model("prod")
-    cfg = inventory.builder_config(stack, stack.monitoring)
+    cfg = _host_config(stack)
     cfg["prometheus"] = {"url": prom_url, "user": None, "password_file": None}
     cfg["output"] = str(tmp_path / "www")
     cfg["note_file"] = str(tmp_path / "note.txt")
@@ -219,7 +227,7 @@ def test_requests_per_vhost_and_status_class_and_keywords_used_and_unused(built)
     top = re.search(r'<table id="top-keywords">(.*?)</table>', page, re.S).group(1)
     assert top.index("loomio") < top.index("handbook") and 'data-keyword="loomio">30<' in top
     unused = re.search(r'<p id="unused-keywords">(.*?)</p>', page, re.S).group(1)
-    keywords = inventory.builder_config(model("prod"), model("prod").monitoring)["shortlinks"]["keywords"]
+    keywords = _host_config(model("prod"))["shortlinks"]["keywords"]
     assert re.findall(r"<code>(.*?)</code>", unused) == [k for k in keywords if k not in ("loomio", "handbook")]
     assert "vote" in unused  # a keyword with 0 hits is unused too
 
@@ -317,7 +325,7 @@ def test_a_retired_service_is_listed_as_retired_with_its_date(tmp_path):
 
 def test_the_config_holds_the_make_plan_figures_and_the_shortlinks_keywords():
     stack = model("prod")
-    cfg = inventory.builder_config(stack, stack.monitoring)
+    cfg = _host_config(stack)
     u = capacity.usage(stack.proxmox, stack.hosts)
     assert cfg["nodes"] == [{
         "name": "kvm1",
@@ -330,7 +338,7 @@ def test_the_config_holds_the_make_plan_figures_and_the_shortlinks_keywords():
     # The proxy's canonical names, as nginx logs $server_name: hypha.coop, not www.hypha.coop.
     assert "hypha.coop" in cfg["vhosts"] and "www.hypha.coop" not in cfg["vhosts"]
     assert cfg["prometheus"]["user"] == "prometheus"  # prod's Prometheus asks for a login (ui: proxy)
-    assert inventory.builder_config(model("staging"), model("staging").monitoring)["prometheus"]["user"] is None
+    assert _host_config(model("staging"))["prometheus"]["user"] is None
 
 
 def test_the_page_is_behind_the_members_login_on_the_monitoring_host():
@@ -395,7 +403,7 @@ def test_the_offsite_copy_pins_the_host_key_and_uses_the_programs_key():
     assert files[inventory.OFFSITE_KNOWN_HOSTS].content == f"{o.host} {o.host_key}\n"
     key = files[inventory.OFFSITE_KEY]
     assert key.late == [inventory.LATE_OFFSITE_KEY] and key.mode == "0600" and key.owner == "prometheus"
-    cfg = inventory.builder_config(stack, stack.monitoring)
+    cfg = _host_config(stack)
     assert cfg["offsite"] == {"host": o.host, "port": 22, "user": o.user, "path": o.path, "key": inventory.OFFSITE_KEY,
                               "known_hosts": inventory.OFFSITE_KNOWN_HOSTS, "url": o.url}
     assert ["Off-site status copy", o.url] in [list(x) for x in cfg["monitoring_links"]]

@@ -16,6 +16,8 @@ from render.roles import host_plan
 from model import derive
 from tests.program_runs import STACKS, model
 
+pytestmark = pytest.mark.files
+
 NGINX = shutil.which("nginx") or ("/usr/sbin/nginx" if Path("/usr/sbin/nginx").exists() else None)
 GIXY = str(Path(sys.executable).with_name("gixy"))
 

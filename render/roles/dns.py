@@ -8,7 +8,9 @@ from dataclasses import dataclass
 from datetime import date
 from typing import Optional
 
-from model.dns import Dns, front_host, in_zone, mx_name, nameserver_host, nameservers, published_addresses
+from model.derive_dns import in_zone, mx_name, nameserver_host, nameservers, published_addresses
+from model.dns import Dns
+from model.facts import front_host
 from model.stack import Stack
 
 from .. import quote

@@ -18,6 +18,7 @@ import html
 import json
 import math
 import os
+import shlex
 import subprocess
 import sys
 import time
@@ -497,8 +498,6 @@ def push(cfg, path):
     o = cfg["offsite"]
     ssh = ["ssh", "-i", o["key"], "-p", str(o["port"]), "-o", "IdentitiesOnly=yes", "-o", "BatchMode=yes",
            "-o", "ConnectTimeout=20", "-o", "StrictHostKeyChecking=yes", "-o", f"UserKnownHostsFile={o['known_hosts']}"]
-    import shlex
-
     out = subprocess.run(
         ["rsync", "--times", "--chmod=F644", "--timeout=60", "-e", shlex.join(ssh), path,
          f"{o['user']}@{o['host']}:{o['path'].rstrip('/')}/index.html"],
