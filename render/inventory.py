@@ -95,7 +95,8 @@ def urls(stack: Stack, svc: Service) -> list[str]:
     if svc.public and svc.domains:
         first = served_vhost(svc)
         return [f"https://{first}/"] + [f"https://{d}/" for d in svc.domains if d != first]
-    if svc.port is not None:
+    # A retired service may name a host that is gone (issue 16 item 5): then it has no LAN address.
+    if svc.port is not None and svc.host in stack.hosts:
         return [f"http://{stack.hosts[svc.host].lan_ip}:{svc.port}/"]
     return []
 

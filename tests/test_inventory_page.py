@@ -317,10 +317,13 @@ def test_a_retired_service_is_listed_as_retired_with_its_date(tmp_path):
         for s in data["services"]:
             if s["name"] == "lists":
                 s["retired"] = {"date": "2026-11-30", "redirect": "https://hypha.coop/lists-moved"}
+            if s["name"] == "loomio":
+                s["retired"] = {"date": "2026-10-01", "redirect": None}
         cfg.write_text(json.dumps(data))
         assert _build(cfg).returncode == 0
     row = _row((tmp_path / "www" / "index.html").read_text(), "svc-lists")
     assert "retired on 2026-11-30" in _text(row) and 'href="https://hypha.coop/lists-moved"' in row
+    assert "retired on 2026-10-01, its names answer 410 Gone" in _text(_row((tmp_path / "www" / "index.html").read_text(), "svc-loomio"))
 
 
 def test_the_config_holds_the_make_plan_figures_and_the_shortlinks_keywords():

@@ -355,7 +355,8 @@ def services_section(cfg, facts):
         urls = "<br>".join(f'<a href="{e(u)}">{e(u)}</a>' for u in svc["urls"]) or '<span class="none">none</span>'
         retired = svc.get("retired")
         if retired:
-            where = f', now <a href="{e(retired["redirect"])}">{e(retired["redirect"])}</a>' if retired.get("redirect") else ""
+            where = (f', now <a href="{e(retired["redirect"])}">{e(retired["redirect"])}</a>' if retired.get("redirect")
+                     else ", its names answer 410 Gone")
             rows.append(
                 f'<tr id="svc-{e(name)}" class="retired"><td>{e(name)}</td><td>{urls}</td><td>{e(svc["host"])}</td>'
                 f'<td>{e(svc["reach"])}</td><td colspan="5">retired on {e(str(retired["date"]))}{where}</td></tr>'
