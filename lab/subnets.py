@@ -44,7 +44,7 @@ TABLE: dict[str, tuple[tuple[int, ...], str]] = {
     # Reserved for labs being written now (issue 14's parallel work): mail, inventory, retiring hosts.
     "tmail": ((150, 151, 152, 153, 154), "the mail role's lab"),
     "tinv": ((160, 161, 162, 163, 164), "the inventory lab"),
-    "tret": ((170, 171, 172, 173, 174), "the retiring-hosts lab"),
+    "tret": ((170, 171, 172, 173, 174), "tests/test_retire_lab.py (retired services on the web edge)"),
 }
 
 

@@ -20,6 +20,7 @@ from .errors import OVER_CAPACITY, Problem
 from .keys import parse_public_key
 from .stack import HOST_ROLES, Access, Host, Network, Person, Service, Site
 from .placement import check_public_addresses, check_services_placement
+from .retire import check_retired
 
 _HOSTNAME = re.compile(r"[a-z]([a-z0-9-]{0,61}[a-z0-9])?")
 _USERNAME = re.compile(r"[a-z_][a-z0-9_-]{0,31}")
@@ -127,6 +128,7 @@ CHECKS: list[tuple[str, Check]] = [
     ("tls", _check_tls),
     ("backup", lambda c: check_backup(c["backup"], c["site"], c["hosts"], c["services"])),
     ("monitoring", lambda c: check_monitoring(c["monitoring"], c["site"], c["hosts"], c["services"], c["people"])),
+    ("services", lambda c: check_retired(c["hosts"], c["services"])),
 ]
 
 
@@ -317,13 +319,15 @@ def _check_services(hosts: dict[str, Host], declared_hosts: set[str], services: 
         p = f"services.{name}"
         if not _HOSTNAME.fullmatch(name):
             add(p, "is not a valid service name (lower-case letters, digits and hyphens)")
-        if s.host not in declared_hosts:
+        # A retired service may outlive its host: its names are answered by the proxy, not by it.
+        if s.host not in declared_hosts and s.retired is None:
             add(f"{p}.host", f"unknown host {s.host!r}; known hosts: {', '.join(sorted(declared_hosts)) or 'none'}")
         for i, d in enumerate(s.domains):
             if d in domain_owner:
                 add(f"{p}.domains[{i}]", f"{d} is already served by services.{domain_owner[d]}")
             domain_owner.setdefault(d, name)
-        if s.port is not None:
+        # A retired service's port is closed and free for another service on its host.
+        if s.port is not None and s.retired is None:
             key = (s.host, s.port)
             if key in port_owner:
                 add(f"{p}.port", f"{s.port} on {s.host} is already used by services.{port_owner[key]}")

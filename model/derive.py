@@ -132,7 +132,8 @@ def inbound_rules(stack: Stack, host: str) -> list[Rule]:
         rules.append(Rule("tcp", NODE_EXPORTER_PORT, f"{stack.hosts[mon].lan_ip}/32", f"node_exporter from {mon}"))
     proxies = facts.proxies(stack.hosts)
     for name, svc in sorted(services_on(stack, host).items()):
-        if svc.port is None:
+        # A retired service's upstream is no longer proxied, so nothing reaches its port.
+        if svc.port is None or svc.retired is not None:
             continue
         if svc.public:
             for p in proxies:
@@ -203,10 +204,18 @@ def public_endpoints(stack: Stack) -> list[dict]:
                     "url": f"https://{domain}/",
                     "ipv4": str(front.public_ipv4) if front and front.public_ipv4 else None,
                     "ipv6": str(front.public_ipv6) if front and front.public_ipv6 else None,
-                    "upstream": f"{stack.hosts[svc.host].lan_ip}:{svc.port}" if svc.port else "static",
+                    "upstream": _upstream(stack, svc),
                 }
             )
     return out
+
+
+def _upstream(stack: Stack, svc) -> str:
+    """What the proxy does with a service's requests, in a few words (the plan's endpoint table)."""
+    if svc.retired is not None:
+        r = svc.retired
+        return f"retired {r.date.isoformat()}: " + (f"{r.status} {r.redirect}" if r.redirect else f"{r.status} gone")
+    return f"{stack.hosts[svc.host].lan_ip}:{svc.port}" if svc.port else "static"
 
 
 def ssh_jump_command(stack: Stack, host: str, user: str = "<you>") -> str:

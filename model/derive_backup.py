@@ -36,6 +36,19 @@ def clients(stack) -> list[str]:
     return facts.backup_clients(stack.hosts, stack.services, target_name(stack))
 
 
+def kept(stack) -> list[str]:
+    """Removed hosts whose repository stays readable on the target: a retired service still names
+    the host and declares data (`data_paths` or `databases`). The target keeps the repository's
+    passphrase (the same generated secret) so an admin can list and extract its archives; nothing
+    writes to it any more, and it is neither pruned nor drilled (its canary only ages). Dropping the
+    retired entry's data (or the entry) once `backup.retention` has passed lets the passphrase go:
+    delete the repository directory then."""
+    if stack.backup is None:
+        return []
+    return sorted({s.host for s in stack.services.values()
+                   if s.retired is not None and s.host not in stack.hosts and (s.data_paths or s.databases)})
+
+
 def client_paths(stack, host: str) -> list[str]:
     """Directories a client backs up: its services' data_paths and backup.extra_paths, each once."""
     paths = [p for s in facts.services_on(stack.services, host).values() for p in s.data_paths]

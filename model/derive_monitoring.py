@@ -29,8 +29,11 @@ def monitoring_host(stack) -> Optional[str]:
 
 
 def ui_service(services, host: Optional[str], port: int) -> Optional[str]:
-    """The public catalog service on `host` at `port` (the proxy serves a UI through it), or None."""
-    return next((n for n, s in sorted(services.items()) if s.host == host and s.port == port and s.public), None)
+    """The public catalog service on `host` at `port` (the proxy serves a UI through it), or None.
+    A retired one publishes nothing: the proxy answers its names with a redirect or 410."""
+    return next(
+        (n for n, s in sorted(services.items()) if s.host == host and s.port == port and s.public and s.retired is None), None
+    )
 
 
 def ui_services(stack) -> dict[str, Optional[str]]:

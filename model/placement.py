@@ -56,7 +56,7 @@ def check_services_placement(site, hosts: dict, services: dict) -> list[Problem]
                         )
                     )
             held = role_ports(host.roles)
-            if svc.port is not None and svc.port in held:
+            if svc.port is not None and svc.port in held and svc.retired is None:
                 free = next(q for q in range(8080, 65536) if q not in held)
                 out.append(
                     Problem(

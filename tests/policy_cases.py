@@ -328,4 +328,12 @@ CASES = [
     Case("prod-vm-no-replacement", "a new vm id", "prod", _loomio_gets_a_new_id, (LOOMIO_NEW_ID,), baseline=True),
     Case("prod-vm-no-replacement", "a new vm id the change allows", "prod", _loomio_gets_a_new_id, (), baseline=True,
          env={"HYPHA_ALLOW_REPLACE": "loomio"}),
+    # a prod VM that holds data is removed only after a final backup (more in tests/test_retire_policy.py)
+    Case("prod-data-host-removal", "the committed prod stack against its own export", "prod", None, (), baseline=True),
+    Case("prod-data-host-removal", "a data VM gone with the replacement allow but no final backup", "prod", _lists_gone, (
+        "prod VM lists holds data and would be removed: no final backup is named; run a backup on lists "
+        "(`systemctl start hypha-backup`), then name its archive in policy/config.prod.json "
+        "(prod-data-host-removal.finalBackups.lists) or HYPHA_FINAL_BACKUP=lists=<archive> "
+        "(the removal also needs HYPHA_ALLOW_REPLACE=lists, prod-vm-no-replacement)",
+    ), baseline=True, env={"HYPHA_ALLOW_REPLACE": "lists"}),
 ]

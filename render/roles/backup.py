@@ -64,8 +64,9 @@ def late_names_for(stack: Stack, host: str) -> list[str]:
     """The `borg/...` late values a host's files need (for docs and tests)."""
     if host in backup_model.clients(stack):
         return [f"borg/passphrase/{host}", f"borg/ssh-key/{host}"]
-    if host == backup_model.target_name(stack) and backup_model.clients(stack):
+    if host == backup_model.target_name(stack) and (backup_model.clients(stack) or backup_model.kept(stack)):
         names = [f"borg/passphrase/{c}" for c in backup_model.clients(stack)] + [f"borg/ssh-pubkey/{c}" for c in backup_model.clients(stack)]
+        names += [f"borg/passphrase/{c}" for c in backup_model.kept(stack)]
         if stack.backup.offsite is not None:
             names.append("borg/offsite/ssh-key")
         return names
@@ -247,7 +248,9 @@ def backup_target(stack: Stack, host: str, plan: HostPlan) -> None:
         # Plain Python, not a template: it is the same on every target (its config is the JSON above).
         ManagedFile(TARGET_TOOL, (TEMPLATES / "backup_target/borg-target.py").read_text(), mode="0755", check="python"),
     ]
-    for c in clients:
+    # A removed host's repository stays readable while a retired service keeps its data declared
+    # (model.derive_backup.kept): without its passphrase file here, the converge would delete the one copy.
+    for c in [*clients, *backup_model.kept(stack)]:
         plan.files.append(ManagedFile(f"{PASSPHRASE_DIR}/{c}", late(f"borg/passphrase/{c}") + "\n", mode="0600"))
     if b.offsite is not None:
         o = b.offsite

@@ -218,6 +218,10 @@ def http_probes(stack: Stack, mon: Monitoring) -> list[dict]:
     guarded = set(ui_services(stack).values()) if mon.ui == "proxy" else set()
     out = []
     for name, svc in sorted(stack.services.items()):
+        # A retired service is not watched: its names answer a redirect or 410 by design, and
+        # nothing of it runs to alert on (model/retire.py).
+        if svc.retired is not None:
+            continue
         if svc.public and proxies and svc.domains:
             proxy = proxies[0]
             # The name the proxy serves, not one it redirects: `www.x` listed first with `x` is sent to `x`.
