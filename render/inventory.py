@@ -69,10 +69,9 @@ BACKUP_FULL_WARN_DAYS = 14
 
 
 def retired(svc: Service):
-    """HOOK (issue 16 item 5, branch i-retire): the service's `retired` ({date, redirect}) once the
-    model has that field, else None. Read from the dump so this works before and after that lands."""
-    value = svc.model_dump(mode="json").get("retired")
-    return value or None
+    """The service's retirement (issue 16 item 5, model/stack.py Retired) as the builder reads it:
+    {date, redirect}, or None while it runs."""
+    return svc.retired.model_dump(mode="json") if svc.retired is not None else None
 
 
 def served_vhost(svc: Service) -> str:

@@ -410,3 +410,17 @@ def test_the_offsite_copy_pins_the_host_key_and_uses_the_programs_key():
     assert cfg["offsite"] == {"host": o.host, "port": 22, "user": o.user, "path": o.path, "key": inventory.OFFSITE_KEY,
                               "known_hosts": inventory.OFFSITE_KNOWN_HOSTS, "url": o.url}
     assert ["Off-site status copy", o.url] in [list(x) for x in cfg["monitoring_links"]]
+
+
+def test_a_service_the_catalog_retires_is_listed_retired_with_its_date_and_redirect(tmp_path):
+    cfg = raw("prod")
+    cfg["services"]["lists"]["retired"] = {"date": "2026-11-30", "redirect": "https://loomio.hypha.coop/lists-moved"}
+    stack = build_stack(cfg, "prod")
+    (lists,) = [s for s in _host_config(stack)["services"] if s["name"] == "lists"]
+    assert lists["retired"] == {"date": "2026-11-30", "redirect": "https://loomio.hypha.coop/lists-moved"}
+    assert not lists["probed"]  # its probe stops (issue 16 item 5)
+    with FakePrometheus() as prom:
+        assert _build(_config(tmp_path, prom.url, stack=stack)).returncode == 0
+    row = _row((tmp_path / "www" / "index.html").read_text(), "svc-lists")
+    assert "retired on 2026-11-30, now https://loomio.hypha.coop/lists-moved" in _text(row)
+    assert 'class="retired">retired<' in _row((tmp_path / "www" / "status.html").read_text(), "status-lists")
