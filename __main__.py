@@ -16,6 +16,7 @@ from components.late import LateValues  # noqa: E402
 from components.host_bootstrap import HostBootstrap, HostBootstrapArgs  # noqa: E402
 from components.host_keys import HostKeys  # noqa: E402
 from components.proxmox_vm import ProxmoxVm, ProxmoxVmArgs  # noqa: E402
+from render import inventory  # noqa: E402
 from render.converge import converge_script, late_names  # noqa: E402
 from render.roles import every_role  # noqa: E402
 from model import derive  # noqa: E402
@@ -68,6 +69,10 @@ late = late_values.values(n for s in scripts.values() for n in late_names(s))
 offsite_key = backups.offsite_public_key(late_values)
 if offsite_key is not None:
     pulumi.export("backup_offsite_public_key", offsite_key)
+
+# The status page's off-site server puts this in its authorized_keys (README, The inventory page).
+if stack.monitoring is not None and stack.monitoring.status_offsite is not None:
+    pulumi.export("status_offsite_public_key", late_values.value(inventory.OFFSITE_PUBKEY))
 
 # Every host converged over SSH through the gateway, once its VM exists: the gateway first, then
 # each LAN host once the gateway has converged and the host's sshd accepts the deploy key.

@@ -46,22 +46,30 @@ class Retention(_Model):
     monthly: whole(ge=0, le=100_000) = Field(default=3, description="Monthly archives kept beyond the weekly ones.")
 
 
-class Offsite(_Model):
+class SshTarget(_Model):
+    """An SSH server outside the stack that something is copied to, its host key pinned: the
+    backup target's offsite copy, the monitoring host's status page (model/monitoring.py)."""
+
     host: HostOrAddress = Field(description="Address or DNS name of the offsite SSH server (outside the stack).")
     port: Port = Field(default=22, description="Its SSH port.")
-    user: RemoteUser = Field(description="Login on the offsite server; its authorized_keys holds the output `backup_offsite_public_key`.")
-    path: AbsolutePath = Field(description="Absolute directory on the offsite server; each repository is copied to `<path>/<client>`.")
+    user: RemoteUser = Field(description="Login on the offsite server.")
+    path: AbsolutePath = Field(description="Absolute directory on the offsite server.")
     host_key: SshPublicKey = Field(
         description="The offsite server's SSH host public key (`ssh-ed25519 AAAA...`), pinned: the copy refuses any other."
     )
+
+    _host_key = field_validator("host_key")(check_public_key)
+
+
+class Offsite(SshTarget):
+    user: RemoteUser = Field(description="Login on the offsite server; its authorized_keys holds the output `backup_offsite_public_key`.")
+    path: AbsolutePath = Field(description="Absolute directory on the offsite server; each repository is copied to `<path>/<client>`.")
     schedule: CalendarEvent = Field(default="*-*-* 05:30", description="When the copy runs (systemd calendar event, on the target).")
     keep_days: whole(ge=1, le=3650) = Field(
         default=30,
         description="Each copy is a new dated snapshot (`<path>/<client>/<UTC time>`, unchanged files hardlinked to the "
         "previous one); snapshots older than this many days are removed. The history a client cannot reach.",
     )
-
-    _host_key = field_validator("host_key")(check_public_key)
 
 
 class ImageBackups(_Model):

@@ -169,12 +169,18 @@ def _monitoring_rules(stack: Stack, host: str) -> list[Rule]:
     address). With `ui: proxy` the catalog's public services open those ports to the proxy instead
     (inbound_rules above)."""
     mon = stack.monitoring
-    if mon is None or mon.ui != "vpn" or host != derive_monitoring.monitoring_host(stack) or "gateway" in stack.hosts[host].roles:
-        return []
+    watcher = derive_monitoring.monitoring_host(stack)
+    mtail = []
+    if mon is not None and watcher is not None and "reverse_proxy" in stack.hosts[host].roles:
+        # The proxy's access-log counters (mtail, render/access_metrics.py), read by Prometheus alone.
+        mtail.append(Rule("tcp", derive_monitoring.MTAIL_PORT, f"{stack.hosts[watcher].lan_ip}/32", f"mtail from {watcher}"))
+    if mon is None or mon.ui != "vpn" or host != watcher or "gateway" in stack.hosts[host].roles:
+        return mtail
     source = f"{gateway(stack).lan_ip}/32"
-    return [
+    return mtail + [
         Rule("tcp", PROMETHEUS_PORT, source, "prometheus ui from the vpn (via the gateway)"),
         Rule("tcp", ALERTMANAGER_PORT, source, "alertmanager ui from the vpn (via the gateway)"),
+        Rule("tcp", derive_monitoring.INVENTORY_PORT, source, "inventory page from the vpn (via the gateway)"),
     ]
 
 

@@ -14,8 +14,13 @@ PROMETHEUS_PORT = 9090
 ALERTMANAGER_PORT = 9093
 BLACKBOX_PORT = 9115
 PVE_EXPORTER_PORT = 9221
-UI_PORTS = (("prometheus", PROMETHEUS_PORT), ("alertmanager", ALERTMANAGER_PORT))
-"""The UIs members reach (monitoring.ui), each with its port on the monitoring host."""
+# mtail on each reverse proxy (render/access_metrics.py), on its LAN address, for Prometheus alone.
+MTAIL_PORT = 3903
+# The inventory page (render/inventory.py), behind the members' login, on the monitoring host's nginx.
+INVENTORY_PORT = 9097
+UI_PORTS = (("prometheus", PROMETHEUS_PORT), ("alertmanager", ALERTMANAGER_PORT), ("inventory", INVENTORY_PORT))
+"""The UIs members reach (monitoring.ui), each with its port on the monitoring host: the two UIs and
+the inventory page."""
 
 
 def monitoring_host(stack) -> Optional[str]:
@@ -32,7 +37,7 @@ def ui_service(services, host: Optional[str], port: int) -> Optional[str]:
 
 
 def ui_services(stack) -> dict[str, Optional[str]]:
-    """`prometheus`/`alertmanager` to the catalog service that publishes that UI (its port, on the
+    """`prometheus`/`alertmanager`/`inventory` to the catalog service that publishes that UI (its port, on the
     monitoring host), or None. Only public ones count: they are what the proxy serves."""
     host = monitoring_host(stack)
     return {ui: ui_service(stack.services, host, port) for ui, port in UI_PORTS}

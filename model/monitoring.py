@@ -10,8 +10,21 @@ from typing import Literal, Optional
 
 from pydantic import Field
 
+from .backup import SshTarget
 from .base import _Model
-from .types import Duration, Email as EmailAddress, Flag, HostPort, HttpUrl, Login, PveTokenName, PveUser, Version
+from .types import (
+    AbsolutePath,
+    Duration,
+    Email as EmailAddress,
+    Flag,
+    HostPort,
+    HttpUrl,
+    Login,
+    PveTokenName,
+    PveUser,
+    RemoteUser,
+    Version,
+)
 
 
 class Email(_Model):
@@ -44,6 +57,20 @@ class PveExporter(_Model):
     version: Version = Field(default="3.10.2", description="prometheus-pve-exporter release pip installs into /opt/prometheus-pve-exporter.")
 
 
+class StatusOffsite(SshTarget):
+    """Where the status page is copied to, off the stack's own machines (an SSH server with rsync)."""
+
+    user: RemoteUser = Field(
+        description="Login on the off-site server; its authorized_keys holds the output `status_offsite_public_key`."
+    )
+    path: AbsolutePath = Field(
+        description="Directory the off-site server's web server serves; the status page is written to `<path>/index.html`."
+    )
+    url: Optional[HttpUrl] = Field(
+        default=None, description="Where members open that copy (for the README and the inventory page's link)."
+    )
+
+
 class Monitoring(_Model):
     scrape_interval: Duration = Field(default="30s", description="How often Prometheus scrapes and evaluates alert rules.")
     retention: Duration = Field(default="30d", description="How long Prometheus keeps samples.")
@@ -66,4 +93,9 @@ class Monitoring(_Model):
     repeat_interval: Duration = Field(default="4h", description="Repeat a still-firing alert after this long.")
     pve_exporter: Optional[PveExporter] = Field(
         default=None, description="Proxmox node metrics through prometheus-pve-exporter (from PyPI); none: not scraped."
+    )
+    status_offsite: Optional[StatusOffsite] = Field(
+        default=None,
+        description="Copy the status page (up/down, since when, the admins' note) there every few minutes, so members "
+        "can read it while the stack's machines are down; none: the page stays on the monitoring host only.",
     )

@@ -20,3 +20,8 @@ REPOSITORY_VERIFIED = "hypha_borg_repository_verified_timestamp_seconds"
 TARGET_JOB_OK = "hypha_borg_target_job_ok"
 # The storage quota borg serve enforces on each repository (bytes).
 REPOSITORY_QUOTA = "hypha_borg_repository_quota_bytes"
+# The proxy's access log through mtail (templates/reverse_proxy/access.mtail.j2): HTTPS requests per
+# virtual host (label `vhost`, the server's canonical name) and status class (`code_class`: 2xx…5xx),
+# and redirects the link shortener answered, per keyword (`keyword`, lower case).
+HTTP_REQUESTS = "hypha_http_requests_total"
+SHORTLINK_HITS = "hypha_shortlink_hits_total"

@@ -291,3 +291,17 @@ def yaml_value(value) -> str:
         except yaml.YAMLError:
             pass
     return json.dumps(text, ensure_ascii=False)
+
+
+# --- mtail programs ---------------------------------------------------------------------------------
+
+_MTAIL_PLAIN = re.compile(r"[A-Za-z0-9._:-]+")
+
+
+def mtail_str(value) -> str:
+    """A double-quoted mtail string literal. mtail's lexer has escapes only for a few characters, so
+    this takes plain words alone (DNS names, ports); anything else is refused, not escaped."""
+    text = str(value)
+    if not _MTAIL_PLAIN.fullmatch(text):
+        raise _refuse(text, "an mtail string here holds letters, digits, `.`, `_`, `:` and `-` only")
+    return f'"{text}"'

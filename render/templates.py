@@ -37,6 +37,7 @@ def environment() -> jinja2.Environment:
     env.filters["yaml_value"] = quote.yaml_value
     env.filters["borgmatic_str"] = quote.borgmatic_str
     env.filters["borgmatic_word"] = quote.borgmatic_word
+    env.filters["mtail_str"] = quote.mtail_str
     # 76-column lines, as base64(1) writes and reads them.
     env.filters["b64"] = lambda text: base64.encodebytes(text.encode()).decode().rstrip("\n")
     # One line, for the pieces of a file with late values (converge.sh.j2 decodes line by line).

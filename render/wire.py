@@ -112,6 +112,8 @@ CHECKERS: dict[str, Checker] = {
     "promtool-rules": Checker("prometheus", ("promtool", "check", "rules", FILE), quiet=True),
     "promtool-web": Checker("prometheus", ("promtool", "check", "web-config", FILE), quiet=True),
     "amtool": Checker("prometheus-alertmanager", ("amtool", "check-config", FILE), quiet=True),
+    # mtail compiles a directory of programs: check_mtail (templates/converge.sh.j2) gives it this one alone.
+    "mtail": Checker("mtail", shell='check_mtail "$2"'),
     # The exporter logs its own success at level=info on stderr: only other lines are shown.
     "blackbox": Checker(
         "prometheus-blackbox-exporter",

@@ -32,7 +32,10 @@ def line_of(needle: bytes) -> int:
 EMAIL_LINE, TLS_LINE = line_of(b"hostmaster"), line_of(b"  hypha-infra:tls:")
 ACCESS_LINE, BACKUP_LINE = line_of(b"  hypha-infra:access:"), line_of(b"hypha-infra:backup:")
 APPENDED_LINE = STAGING.count(b"\n") + 1
-HALF_LINE = STAGING[: len(STAGING) // 2].count(b"\n") + 1
+# Cut inside the first flow mapping past the middle: a file cut off there can never parse (a cut
+# between two keys could, and would be a different problem).
+HALF = STAGING[: STAGING.index(b"{", len(STAGING) // 2) + 3]
+HALF_LINE = HALF.count(b"\n") + 1
 
 
 def project(tmp_path: Path, stack_file: bytes, project_file: bytes | None = None) -> Path:
@@ -88,7 +91,7 @@ FILE_CASES = [
     ("float-1e308", STAGING.replace(b"first: 8000", b"first: 1.0e+308"), "site.vm_ids.first", "out of range"),
     ("int-beyond-json", STAGING.replace(b"first: 8000", b"first: 99999999999999999999"), "site.vm_ids.first", "out of range"),
     ("too-big", STAGING + b"#" * (load.MAX_FILE_BYTES + 1), "Pulumi.staging.yaml", "over the limit of 4,194,304"),
-    ("truncated", STAGING[: len(STAGING) // 2], f"Pulumi.staging.yaml:{HALF_LINE}", "fix the YAML syntax"),
+    ("truncated", HALF, f"Pulumi.staging.yaml:{HALF_LINE}", "fix the YAML syntax"),
     ("duplicate-key", STAGING + b"  hypha-infra:tls: {}\n", f"Pulumi.staging.yaml:{APPENDED_LINE}", f"lines {TLS_LINE} and {APPENDED_LINE}"),
     # One spelling per section (4): both spellings, and a foreign project prefix.
     ("both-spellings", STAGING + b"  access:\n    admins: [alice]\n", f"Pulumi.staging.yaml:{APPENDED_LINE}", f"as `hypha-infra:access` on line {ACCESS_LINE} and as `access` on line {APPENDED_LINE}"),

@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 from ops.mockrun import OFFLINE_SECRETS, run_stack
-from render import metrics
+from render import inventory, metrics
 from render.roles import monitoring as mr
 from render.converge import converge_script, late_names
 from render.roles import host_plan
@@ -113,7 +113,7 @@ def test_every_issue_alert_exists_and_waits_says_what_and_what_to_do():
         "InstanceDown", "CpuSaturated", "MemoryPressure", "DiskSpaceLow", "InodesLow", "DiskWritesSustained",
         "SystemdUnitFailed", "BackupTooOld", "RestoreDrillTooOld", "RestoreDrillFailed", "BackupNeverReported",
         "RestoreDrillNeverReported", "ProbeFailing", "CertificateExpiringSoon",
-        "BackupRepositoryTampered", "BackupTargetJobFailed", "BackupRepositoryNearQuota",
+        "BackupRepositoryTampered", "BackupTargetJobFailed", "BackupSpaceRunningOut", "BackupRepositoryNearQuota",
     ]
     for r in rules:
         assert re.fullmatch(r"[0-9]+[smh]", r["for"]), r["alert"]
@@ -192,10 +192,11 @@ def test_the_monitoring_host_gets_its_secrets_only_as_late_values():
     guard = [mr.LATE_ALERTMANAGER_USERS, mr.LATE_GUARD_USERS, mr.LATE_INTERNAL_AUTH]
     assert [n for n in late_names(converge_script(model("prod"), "monitor1")) if n.startswith("monitoring/")] == sorted([
         mr.LATE_MATRIX_URL, mr.LATE_PVE_TOKEN, mr.LATE_SCRAPE_PASSWORD, mr.LATE_SMTP_PASSWORD, mr.LATE_WEB_USERS, *guard,
+        inventory.LATE_OFFSITE_KEY,
     ])
     # Staging's Alertmanager is behind the guard too: logins, so the UI hashes, even with `ui: vpn`.
     assert [n for n in late_names(converge_script(model("staging"), "monitor1")) if n.startswith("monitoring/")] == sorted(
-        [mr.LATE_MATRIX_URL, mr.LATE_SCRAPE_PASSWORD, *guard]
+        [mr.LATE_MATRIX_URL, mr.LATE_SCRAPE_PASSWORD, *guard, inventory.LATE_OFFSITE_KEY]
     )
     r = run("prod")
     (cmd,) = [c for c in r.of_type("command:remote:Command") if c.name == "monitor1-converge"]

@@ -31,6 +31,7 @@ TESTED_ELSEWHERE = {
     "promtool-web": "tests.test_monitoring_render:test_the_converge_checks_every_monitoring_config_with_its_daemons_checker",
     "amtool": "tests.test_monitoring_render:test_alertmanager_config_passes_amtool_check_config",
     "blackbox": "tests.test_monitoring_render:test_blackbox_config_passes_the_exporters_own_check",
+    "mtail": "tests.test_access_metrics:test_the_converge_check_passes_the_program_and_refuses_a_broken_one",
 }
 
 

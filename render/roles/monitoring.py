@@ -42,6 +42,7 @@ from model.monitoring import Monitoring
 from model.derive_monitoring import (
     ALERTMANAGER_PORT,
     BLACKBOX_PORT,
+    MTAIL_PORT,
     PROMETHEUS_PORT,
     PVE_EXPORTER_PORT,
     monitoring_host,
@@ -50,7 +51,7 @@ from model.derive_monitoring import (
 
 from model import derive_backup as backup_model
 
-from .. import metrics
+from .. import inventory, metrics
 from ..plan import HostPlan, LateValue, ManagedFile, Role, late
 from ..quote import Shell, sh
 from ..templates import render
@@ -148,6 +149,17 @@ def scrape_jobs(stack: Stack, mon: Monitoring) -> list[dict]:
         {"job_name": "alertmanager", **_internal_auth(), "static_configs": [{"targets": [f"{lan}:{ALERTMANAGER_PORT}"], "labels": _labels(stack, host)}]},
         {"job_name": "blackbox", "static_configs": [{"targets": [f"127.0.0.1:{BLACKBOX_PORT}"], "labels": _labels(stack, host)}]},
     ]
+    proxies = derive.hosts_with_role(stack, "reverse_proxy")
+    if proxies:
+        # The proxies' request counts (render/access_metrics.py).
+        jobs.append(
+            {
+                "job_name": "access_log",
+                "static_configs": [
+                    {"targets": [f"{stack.hosts[p].lan_ip}:{MTAIL_PORT}"], "labels": _node_labels(stack, p)} for p in proxies
+                ],
+            }
+        )
     http = http_probes(stack, mon)
     if http:
         jobs.append(_probe_job("probe_http", http))
@@ -312,6 +324,7 @@ def rules(stack: Stack) -> str:
         inodes=INODES_FREE_MIN_RATIO,
         writes=DISK_WRITE_BYTES_PER_S,
         writes_mib=DISK_WRITE_BYTES_PER_S // (1024 * 1024),
+        full_days=inventory.BACKUP_FULL_WARN_DAYS,
     )
 
 
@@ -477,6 +490,17 @@ def monitoring_files(stack: Stack, mon: Monitoring) -> list:
     return files
 
 
+def inventory_facts(stack: Stack, mon: Monitoring) -> inventory.FromMonitoring:
+    """What the inventory page (render/inventory.py) takes from this role."""
+    return inventory.FromMonitoring(
+        probed=frozenset(p["labels"]["service"] for p in http_probes(stack, mon)),
+        prometheus_url=f"http://{stack.hosts[monitoring_host(stack)].lan_ip}:{PROMETHEUS_PORT}",
+        login=_scrape_auth(mon).get("basic_auth"),
+        links=(("Prometheus", external_url(stack, mon, "prometheus")), ("Alertmanager", external_url(stack, mon, "alertmanager"))),
+        backup_max_age=BACKUP_MAX_AGE_HOURS * 3600,
+    )
+
+
 def contribute(stack: Stack, host: str, plan: HostPlan) -> None:
     """The monitoring role's files, packages and units; nothing while the stack has no `monitoring` section."""
     mon = stack.monitoring
@@ -490,6 +514,7 @@ def contribute(stack: Stack, host: str, plan: HostPlan) -> None:
         plan.packages.append("nginx")
         plan.units.append(GUARD_UNIT)
         plan.absent.append((DEBIAN_DEFAULT_SITE, GUARD_UNIT))
+    inventory.contribute(stack, mon, inventory_facts(stack, mon), plan, GUARD_USERS)
     if mon.pve_exporter is not None:
         plan.packages += ["python3-venv"]
         plan.units += [PVE_UNIT]
@@ -516,11 +541,11 @@ NAME = "monitoring"
 ROLE = Role(
     NAME,
     contribute,
-    late=LATE,
+    late=(*LATE, *inventory.LATE),
     # nginx: the guard in front of Alertmanager (reverse_proxy declares it too: each role declares its own).
     bare_units=("prometheus.service", "prometheus-alertmanager.service", "prometheus-blackbox-exporter.service",
-                "nginx.service"),
-    packages=(*PACKAGES, "nginx", "python3-venv"),
+                "nginx.service", f"{inventory.UNIT}.timer"),
+    packages=(*PACKAGES, "nginx", "python3-venv", *inventory.PACKAGES),
 )
 
 

@@ -16,7 +16,7 @@ from pathlib import Path
 from model import retire
 from model.stack import Stack
 
-from .. import shortlinks
+from .. import access_metrics, shortlinks
 from ..plan import HostPlan, ManagedFile, Role
 from ..quote import Shell, sh, sh_join
 from ..templates import TEMPLATES, render
@@ -185,6 +185,12 @@ def contribute(stack: Stack, host: str, plan: HostPlan) -> None:
     plan.absent.append((DEBIAN_DEFAULT_SITE, UNIT))
     plan.prepare.append(placeholder_step(stack))
     plan.finish.append(certbot_step(stack))
+    access_metrics.contribute(stack, host, plan)
 
 
-ROLE = Role(NAME, contribute, bare_units=("nginx.service", "certbot.timer"), packages=tuple(PACKAGES))
+ROLE = Role(
+    NAME,
+    contribute,
+    bare_units=("nginx.service", "certbot.timer", "mtail.service"),
+    packages=(*PACKAGES, access_metrics.PACKAGE),
+)
