@@ -14,6 +14,7 @@ from components import monitoring  # noqa: E402
 from components.backup import Backups  # noqa: E402
 from components.cluster_firewall import ClusterFirewall  # noqa: E402
 from components.late import late_values  # noqa: E402
+from components.mail import DkimKeys  # noqa: E402
 from components.host_bootstrap import HostBootstrap, HostBootstrapArgs  # noqa: E402
 from components.host_keys import HostKeys  # noqa: E402
 from components.proxmox_vm import ProxmoxVm, ProxmoxVmArgs  # noqa: E402
@@ -69,7 +70,7 @@ if offsite_key is not None:
 late = late_values(
     [n for s in scripts.values() for n in late_names(s)],
     {"borg": backups.late_value, "monitoring": lambda name: monitoring.late_value(stack, name),
-     "hostkey": host_keys.late_value},
+     "hostkey": host_keys.late_value, "mail": DkimKeys(stack).late_value},
 )
 
 # Every host converged over SSH through the gateway, once its VM exists: the gateway first, then

@@ -12,6 +12,7 @@ from . import derive
 from .capacity import usage
 from .backup import check_backup
 from .dns import Dns, check_dns
+from .mail import check_mail
 from .monitoring import check_monitoring
 from .errors import OVER_CAPACITY, Problem
 from .keys import parse_public_key
@@ -37,6 +38,7 @@ def check(
     tls: Optional[object] = None,
     backup: Optional[object] = None,
     monitoring: Optional[object] = None,
+    mail: Optional[object] = None,
     declared: Optional[dict[str, set[str]]] = None,
 ) -> list[Problem]:
     out: list[Problem] = []
@@ -84,6 +86,7 @@ def check(
         add("tls", "is required when a service is public (its certificates come from ACME); add the section")
     out += check_backup(backup, site, hosts, services)
     out += check_monitoring(monitoring, site, hosts, services, people)
+    out += check_mail(mail, site, hosts, people, access.admins if access else None, dns, tls)
     return out
 
 

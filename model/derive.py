@@ -142,10 +142,11 @@ def inbound_rules(stack: Stack, host: str) -> list[Rule]:
         else:
             rules.append(Rule("tcp", svc.port, str(stack.network.lan_cidr), f"{name} on the LAN"))
     # What the backup and monitoring sections open (borg over SSH from clients, probes, UIs).
-    from . import backup, monitoring
+    from . import backup, mail, monitoring
 
     rules += backup.inbound_rules(stack, host)
     rules += monitoring.inbound_rules(stack, host)
+    rules += mail.inbound_rules(stack, host)
     # Same port and source twice (e.g. a role port and a service) is one rule.
     seen, unique = set(), []
     for r in rules:

@@ -289,3 +289,20 @@ def yaml_value(value) -> str:
         except yaml.YAMLError:
             pass
     return json.dumps(text, ensure_ascii=False)
+
+
+# --- Postfix ----------------------------------------------------------------------------------------
+
+# What a Postfix main.cf value, map key or alias target may hold unquoted: postconf reads `$` as
+# expansion, `,` and whitespace as list separators, `#` at a line's start as a comment, and the
+# aliases(5) reader treats `"`, `|`, `:` and `/` specially. The model allows nothing else in the
+# names and addresses that land here, so anything outside this set is refused, not escaped.
+_POSTFIX_WORD = re.compile(r"[A-Za-z0-9[][A-Za-z0-9._+@\[\]:/-]*")
+
+
+def postfix_word(value) -> str:
+    """A name, address or network as one Postfix config or lookup-table word, or refused."""
+    text = str(value)
+    if not _POSTFIX_WORD.fullmatch(text):
+        raise _refuse(text, "cannot go into a Postfix config or table as one word")
+    return text

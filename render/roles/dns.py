@@ -14,6 +14,7 @@ from model.stack import Stack
 from .. import quote
 from ..plan import DeriveStep, HostPlan, ManagedFile, Role
 from ..templates import render
+from . import mail
 
 # Where things live on the dns host. The body is the managed file (converge compares its hash, the
 # drift check compares it); the live zone is the body with its serial set, written by zone-serial.sh.
@@ -241,8 +242,13 @@ def render_zone(records: list[Record], serial: int) -> str:
 
 
 def zone_body(stack: Stack, dns: Dns) -> str:
-    """The managed zone file: serial BODY_SERIAL, so it changes only when a record does."""
-    return render_zone(zone_records(stack, dns), BODY_SERIAL)
+    """The managed zone file: serial BODY_SERIAL, so it changes only when a record does. Besides the
+    catalog's records it holds the mail host's DKIM keys, which exist only once the program runs
+    (late values: render/roles/mail.py)."""
+    zone = zone_name(stack)
+    keys = [Record(name, "TXT", data, dns.ttl) for name, data in mail.zone_records(stack)]
+    records = sorted(set(zone_records(stack, dns) + keys), key=lambda r: _order(r, zone))
+    return render_zone(records, BODY_SERIAL)
 
 
 def set_serial(zone_text: str, serial: int) -> str:
