@@ -4,11 +4,9 @@ through it, and an "outside" receiver running Postfix with rspamd as the judge a
 
 from __future__ import annotations
 
-import base64
-import copy
 import email
 import email.policy
-import gzip
+import email.utils
 import io
 import ipaddress
 import json
@@ -17,6 +15,7 @@ import re
 import shutil
 import subprocess
 import time
+import urllib.parse
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -244,8 +243,8 @@ def test_every_host_converged_and_the_mail_host_got_its_acme_certificate(ml):
 def test_opendkim_testkey_finds_the_published_key_matching_the_signing_key(ml):
     # OpenDKIM resolves through libunbound from the root servers unless told a forwarder; the lab has
     # no internet, so the test names the stack's name server (signing itself looks nothing up).
-    conf = ml.lab.root_dir("lists") / "run/testkey.conf"  # opendkim refuses a file under world-writable /tmp
-    conf.write_text(f"Nameservers {ml.stack.hosts['dns'].lan_ip}\n")
+    # Written from inside: the host's /run is its own tmpfs (and opendkim refuses world-writable /tmp).
+    ml.lab.run("lists", ["sh", "-c", "cat >/run/testkey.conf"], input=f"Nameservers {ml.stack.hosts['dns'].lan_ip}\n")
     out = ml.lab.run("lists", ["opendkim-testkey", "-x", "/run/testkey.conf", "-d", DOMAIN, "-s", SELECTOR,
                                "-k", rmail.key_path(SELECTOR), "-vvv"], check=False)
     assert out.returncode == 0, out.stdout + out.stderr
@@ -396,3 +395,47 @@ def test_drift_covers_the_mail_files_and_finds_an_edited_one(ml):
         assert report.status == "drift" and any(f.path == rmail.MAIN_CF for f in report.findings), report
     finally:
         main_cf.write_text(original)
+
+
+def test_a_failing_report_fires_the_dmarc_alert_in_prometheus(ml):
+    """The rule as the monitoring host loads it (render/roles/mail.py's group), evaluated by a real
+    Prometheus scraping the mail host's node_exporter: started in the mail host's network namespace,
+    from where its firewall lets the scrape in (the lab has no monitoring host)."""
+    forger = "198.51.100.77"
+    lan = ml.stack.hosts["lists"].lan_ip
+    d = ml.tmp / "prometheus"
+    d.mkdir(exist_ok=True)
+    (d / "mail.rules.yml").write_text("groups:" + rmail.rule_groups(ml.stack))
+    (d / "prometheus.yml").write_text(
+        "global: {scrape_interval: 1s, evaluation_interval: 1s}\nrule_files: [mail.rules.yml]\n"
+        f"scrape_configs:\n  - job_name: node\n    static_configs: [{{targets: ['{lan}:9100'], labels: {{host: lists}}}}]\n"
+    )
+    check = subprocess.run(["promtool", "check", "config", str(d / "prometheus.yml")], capture_output=True, text=True, timeout=60)
+    assert check.returncode == 0, check.stdout + check.stderr
+    port = 19090
+    log = open(d / "prometheus.log", "wb")
+    prom = subprocess.Popen(
+        ["ip", "netns", "exec", ml.lab.netns("lists"), "prometheus", f"--config.file={d / 'prometheus.yml'}",
+         f"--storage.tsdb.path={d / 'data'}", f"--web.listen-address=127.0.0.1:{port}"],
+        stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+    )
+    try:
+        path = ml.tmp / "failing.zip"
+        path.write_bytes(_report([(forger, 5, "fail", "fail", "quarantine")], f"alert-{time.time_ns()}"))
+        out = swaks(ml, "ext", ml.front("lists"), "--to", f"dmarc-reports@{DOMAIN}", "--from", "dmarc@outside.example",
+                    "--attach-type", "application/zip", "--attach", f"@{path}")
+        assert re.search(r"<-  250 2\.0\.0 Ok: queued", out.stdout), out.stdout
+        query = f'ALERTS{{alertname="DmarcFailures",alertstate="firing",source="{forger}"}}'
+        url = f"http://127.0.0.1:{port}/api/v1/query?query={urllib.parse.quote(query)}"
+        deadline = time.monotonic() + 150  # the rule's `for: 1m`, scrapes and a loaded machine
+        result = []
+        while time.monotonic() < deadline and not result:
+            got = ml.lab.netns_exec("lists", ["curl", "-fsS", url], check=False)
+            if got.returncode == 0:
+                result = json.loads(got.stdout)["data"]["result"]
+            time.sleep(2)
+        assert result, (d / "prometheus.log").read_text()[-2000:]
+        assert result[0]["metric"]["reporter"] == "outside.example" and result[0]["metric"]["domain"] == DOMAIN
+    finally:
+        stop_process(prom)
+        log.close()
