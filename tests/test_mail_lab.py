@@ -283,6 +283,20 @@ def test_a_message_forged_from_outside_is_judged_dmarc_quarantine(ml):
     judged(ml, delivered(ml, marker), "DMARC_POLICY_QUARANTINE", "R_SPF_FAIL")
 
 
+def test_forwarded_mail_leaves_with_an_srs_sender_at_our_domain_and_ours_keeps_its_own(ml):
+    """postsrsd as Postfix asks it (sender_canonical_maps): an outside sender becomes an SRS address
+    at the domain, so the final receiver's SPF check is of our own record; the domain's senders stay."""
+    def ask(address: str) -> str:
+        table = f"tcp:127.0.0.1:{rmail.SRS_FORWARD_PORT}"
+        return ml.lab.run("lists", ["postmap", "-q", address, table], check=False).stdout.strip()
+
+    forwarded = ask("alice@outside.example")
+    assert re.fullmatch(rf"SRS0=[^=]+=[^=]+=outside\.example=alice@{re.escape(DOMAIN)}", forwarded), forwarded
+    assert ask(f"lists@{DOMAIN}") == ""  # not rewritten: no answer from the table
+    back = ml.lab.run("lists", ["postmap", "-q", forwarded, f"tcp:127.0.0.1:{rmail.SRS_REVERSE_PORT}"]).stdout.strip()
+    assert back == "alice@outside.example"
+
+
 # --- inbound: only our addresses, never a relay -------------------------------------------------------
 
 
