@@ -262,6 +262,8 @@ exec /usr/bin/python3 "$@"
 """
 DRIVER = r"""set -eu
 T=$1 PREP=$2 OUT=$3
+# A VM has its loopback up; `postfix check` refuses to run where no interface is.
+ip link set lo up
 mount -t tmpfs -o size=512m,mode=0755 hypha-injection "$T"
 mkdir "$T/upper" "$T/work" "$T/root"
 # A lower layer may not sit inside another one (ELOOP): the stubs' layer goes on the tmpfs too.
