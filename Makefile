@@ -14,7 +14,7 @@ APT_PACKAGES := cloud-init openssh-server openssh-client python3-venv shellcheck
   borgbackup borgmatic rsync postgresql prometheus prometheus-alertmanager prometheus-blackbox-exporter \
   lynis postfix opendkim opendkim-tools postsrsd prometheus-postfix-exporter rspamd swaks
 
-.PHONY: setup plan test fuzz bench docs lab drift
+.PHONY: setup plan test test-program test-files test-lab fuzz bench docs lab drift layers
 
 setup:
 	@if command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
@@ -38,6 +38,11 @@ plan:
 test:
 	$(PY) -m pytest -q
 
+# One tier each (pytest.ini's markers; every test file is exactly one): the program under mocks, the
+# rendered files under their daemons' checkers, the lab's hosts (root).
+test-program test-files test-lab: test-%:
+	$(PY) -m pytest -q -m $*
+
 # The fuzz suite with its long profile (thousands of examples per property; `make test` runs the short one).
 fuzz:
 	HYPHA_FUZZ_PROFILE=fuzz HYPHA_INJECTION_ROUNDS=0 $(PY) -m pytest -q tests/test_fuzz.py tests/test_injection.py
@@ -55,7 +60,12 @@ drift:
 
 # Throw-away hosts on this machine, converged as staging; Ctrl-C tears them down.
 lab:
-	$(PY) -m ops.lab up --stack $(or $(LAB_STACK),staging) $(ARGS)
+	$(PY) -m lab up --stack $(or $(LAB_STACK),staging) $(ARGS)
+
+# The layers (.importlinter) and the imports still hidden inside functions.
+layers:
+	$(VENV)/bin/lint-imports
+	$(PY) tests/test_layers.py
 
 docs:
 	$(PY) -m ops.docs --write

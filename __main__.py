@@ -10,15 +10,14 @@ import pulumi_proxmoxve as pve  # noqa: E402
 
 from components.config import deploy_private_key, proxmox_api_token, stack_from_config  # noqa: E402
 from components.gateway import Gateway, GatewayArgs  # noqa: E402
-from components import monitoring  # noqa: E402
 from components.backup import Backups  # noqa: E402
 from components.cluster_firewall import ClusterFirewall  # noqa: E402
-from components.late import late_values  # noqa: E402
-from components.mail import DkimKeys  # noqa: E402
+from components.late import LateValues  # noqa: E402
 from components.host_bootstrap import HostBootstrap, HostBootstrapArgs  # noqa: E402
 from components.host_keys import HostKeys  # noqa: E402
 from components.proxmox_vm import ProxmoxVm, ProxmoxVmArgs  # noqa: E402
 from render.converge import converge_script, late_names  # noqa: E402
+from render.roles import every_role  # noqa: E402
 from model import derive  # noqa: E402
 
 # Validates everything first: a bad config raises here, before any resource is registered.
@@ -59,19 +58,16 @@ for name in sorted(stack.hosts):
     if name not in vms:
         vms[name] = ProxmoxVm(name, ProxmoxVmArgs(stack, name, pool.pool_id, host_keys.material(name)), with_provider)
 
-# Whole-VM images on the Proxmox side, besides borg inside the VMs; and the borg secrets.
+# Whole-VM images on the Proxmox side, besides borg inside the VMs; the borg secrets sit under it.
 backups = Backups(stack, vms, with_provider)
+
+# Secrets and keys the scripts ask for by name, each made once, as the roles declare them (components/late.py).
+late_values = LateValues(stack, [d for role in every_role() for d in role.late], {"backups": backups, "host-keys": host_keys})
+late = late_values.values(n for s in scripts.values() for n in late_names(s))
 # The offsite server's operator puts this in its authorized_keys (README, Backups).
-offsite_key = backups.offsite_public_key()
+offsite_key = backups.offsite_public_key(late_values)
 if offsite_key is not None:
     pulumi.export("backup_offsite_public_key", offsite_key)
-
-# Secrets and keys the scripts ask for by name, each made once (components/late.py).
-late = late_values(
-    [n for s in scripts.values() for n in late_names(s)],
-    {"borg": backups.late_value, "monitoring": lambda name: monitoring.late_value(stack, name),
-     "hostkey": host_keys.late_value, "mail": DkimKeys(stack).late_value},
-)
 
 # Every host converged over SSH through the gateway, once its VM exists: the gateway first, then
 # each LAN host once the gateway has converged and the host's sshd accepts the deploy key.

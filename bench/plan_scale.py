@@ -1,13 +1,16 @@
 """Prints how long the offline plan takes for generated stacks of 10, 100 and 500 hosts, and for real prod.
 
-    .venv/bin/python bench/plan_scale.py      (or `make bench`)
+    .venv/bin/python bench/plan_scale.py [--quick]      (or `make bench`)
 
 Targets: 500 hosts under 15 s with per-host time roughly constant, real prod plan under 3 s.
-Figures only: it always exits 0 and says plainly when a target is missed.
+`--quick` plans 5 and 10 hosts and prod once each, judging no target (tests/test_bench_quick.py runs
+it so the bench cannot rot). Figures only: it exits 0 and says plainly when a target is missed;
+non-zero only when it could not measure (a generated stack refused, the prod plan failing).
 """
 
 from __future__ import annotations
 
+import argparse
 import os
 import subprocess
 import sys
@@ -23,6 +26,7 @@ from model.load import build_stack  # noqa: E402
 
 SIZES = (10, 100, 500)
 REPEATS = {10: 3, 100: 3, 500: 1}
+QUICK_SIZES = (5, 10)
 TARGET_500_S = 15.0
 TARGET_PROD_S = 3.0
 # Linear growth: per-host time at 500 hosts within this factor of that at 100 hosts.
@@ -57,14 +61,22 @@ def time_prod_plan(repeats: int = 3) -> tuple[float, int]:
     return best, code
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="bench/plan_scale.py", description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="5 and 10 hosts, one round, no targets judged")
+    args = parser.parse_args(argv)
     run_stack("prod", raw=generate(5))  # warm-up: imports, templates, pydantic schemas are not counted
     rows = {}
     print(f"{'hosts':>6} {'resources':>10} {'wall s':>9} {'res/s':>9} {'s/host':>9}  runs")
-    for n in SIZES:
-        resources, secs = time_size(n, REPEATS[n])
+    for n in QUICK_SIZES if args.quick else SIZES:
+        repeats = 1 if args.quick else REPEATS[n]
+        resources, secs = time_size(n, repeats)
         rows[n] = (resources, secs)
-        print(f"{n:>6} {resources:>10} {secs:>9.3f} {resources / secs:>9.1f} {secs / n:>9.4f}  best of {REPEATS[n]}")
+        print(f"{n:>6} {resources:>10} {secs:>9.3f} {resources / secs:>9.1f} {secs / n:>9.4f}  best of {repeats}")
+    if args.quick:
+        prod_s, code = time_prod_plan(repeats=1)
+        print(f"\noffline plan, real prod (once): {prod_s:.2f} s, exit code {code}")
+        return 0 if code == 0 else 1
 
     per_host = {n: secs / n for n, (_, secs) in rows.items()}
     print()
@@ -87,7 +99,7 @@ def main() -> int:
     print(f"prod plan under {TARGET_PROD_S:g} s: {'yes' if prod_ok else 'no'}")
     if not prod_ok:
         print(f"  TARGET MISSED: prod plan took {prod_s:.2f} s")
-    return 0
+    return 0 if code == 0 else 1
 
 
 if __name__ == "__main__":

@@ -1,10 +1,10 @@
 """Every host's SSH host keys, made by the program (`tls.PrivateKey`) before its VM exists.
 
-Late values (`hostkey/<host>/<type>-private|public`, render/hostkeys.py) for the converge's managed
-key files; the same keys go into the host's cloud-init snippet; the Ed25519 public halves are
-the pins of every connection (`host_key` on both legs of HostBootstrap) and the `known_hosts`
-stack output. Private halves are Pulumi secrets (pulumi-tls marks `private_key_openssh` secret);
-public halves are not.
+Late values (`hostkey/<host>/<type>-private|public`, declared in render/hostkeys.py, made by
+components/late.py from these keys) for the converge's managed key files; the same keys go into
+the host's cloud-init snippet; the Ed25519 public halves are the pins of every connection
+(`host_key` on both legs of HostBootstrap) and the `known_hosts` stack output. Private halves are
+Pulumi secrets (pulumi-tls marks `private_key_openssh` secret); public halves are not.
 
 Rotation (README, Host keys): raise `hosts.<n>.ssh_host_key_generation`. The keys of the new
 generation are made, and the previous generation's Ed25519 key is kept as long as the counter
@@ -59,6 +59,12 @@ class HostKeys(pulumi.ComponentResource):
         self.known_hosts = pins.apply(lambda p: hostkeys.known_hosts(stack, p))
         self.register_outputs({"known_hosts": self.known_hosts})
 
+    def key(self, host: str, kind: str) -> tls.PrivateKey:
+        """The current key of `kind` of `host`: behind its `hostkey/...` late values (components/late.py)."""
+        if (host, kind) not in self.keys:
+            raise KeyError(f"host keys: no {kind} key for host {host!r}")
+        return self.keys[(host, kind)]
+
     def pin(self, host: str) -> pulumi.Output[str]:
         """`ssh-ed25519 AAAA…` of `host`: what every client expects it to answer with."""
         return self.keys[(host, hostkeys.PIN_TYPE)].public_key_openssh.apply(hostkeys.pin)
@@ -76,15 +82,3 @@ class HostKeys(pulumi.ComponentResource):
             values[f"{kind}-private"] = key.private_key_openssh
             values[f"{kind}-public"] = key.public_key_openssh
         return pulumi.Output.secret(pulumi.Output.all(**values))
-
-    def late_value(self, name: str) -> pulumi.Output[str]:
-        """The value behind a `hostkey/...` placeholder; private halves stay Pulumi secrets."""
-        parts = name.split("/")
-        if len(parts) == 3 and parts[1] in self.stack.hosts and "-" in parts[2]:
-            kind, half = parts[2].split("-", 1)
-            key = self.keys.get((parts[1], kind))
-            if key is not None and half == "private":
-                return pulumi.Output.secret(key.private_key_openssh)
-            if key is not None and half == "public":
-                return key.public_key_openssh
-        raise KeyError(f"late value {name!r}: components/host_keys.py makes no such value")

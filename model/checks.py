@@ -1,23 +1,27 @@
 """Checks across fields: references, uniqueness, address ranges, id ranges and node capacity.
 
 They run on whatever parts of the config parsed, so one broken host does not hide problems elsewhere.
+CHECKS is the one list of them, as (section, check) pairs: the ones here, each section's own
+(model/check_backup.py, check_dns.py, check_monitoring.py, check_mail.py) and placement (model/placement.py).
 """
 
 from __future__ import annotations
 
 import re
-from typing import Optional
+from dataclasses import dataclass
+from typing import Any, Callable, Mapping, Optional
 
-from . import derive
+from . import derive, facts
 from .capacity import usage
-from .backup import check_backup
-from .dns import Dns, check_dns
-from .mail import check_mail
-from .monitoring import check_monitoring
+from .check_backup import check_backup
+from .check_dns import check_dns
+from .check_monitoring import check_monitoring
+from .check_mail import check_mail
 from .errors import OVER_CAPACITY, Problem
 from .keys import parse_public_key
-from .stack import HOST_ROLES, Access, Host, Network, Person, Proxmox, Service, Site
+from .stack import HOST_ROLES, Access, Host, Network, Person, Service, Site
 from .placement import check_public_addresses, check_services_placement
+from .retire import check_retired
 
 _HOSTNAME = re.compile(r"[a-z]([a-z0-9-]{0,61}[a-z0-9])?")
 _USERNAME = re.compile(r"[a-z_][a-z0-9_-]{0,31}")
@@ -25,32 +29,58 @@ _USERNAME = re.compile(r"[a-z_][a-z0-9_-]{0,31}")
 RESERVED_USERS = {"root", "deploy", "daemon", "bin", "sys", "nobody", "admin", "debian", "sshd", "www-data"}
 
 
-def check(
-    stack_name: str,
-    site: Optional[Site],
-    proxmox: Optional[Proxmox],
-    network: Optional[Network],
-    access: Optional[Access],
-    people: dict[str, Person],
-    hosts: dict[str, Host],
-    services: dict[str, Service],
-    dns: Optional[Dns] = None,
-    tls: Optional[object] = None,
-    backup: Optional[object] = None,
-    monitoring: Optional[object] = None,
-    mail: Optional[object] = None,
-    declared: Optional[dict[str, set[str]]] = None,
-) -> list[Problem]:
-    out: list[Problem] = []
-    # kind OVER_CAPACITY: a node too small for its hosts, not a config mistake (`make plan` exits 2).
-    add = lambda path, msg, kind="config": out.append(Problem(path, msg, kind))  # noqa: E731
+@dataclass(frozen=True)
+class Parsed:
+    """What of one stack's config parsed, as every check sees it.
 
+    `parts` holds each section's model (None where the section is missing or broken) and each map
+    section's entries that parsed: a host that failed to parse is missing there, its name still in
+    `declared`, so a reference to it is not also an "unknown host". Read a part as `c["hosts"]`.
+    """
+
+    stack_name: str
+    parts: Mapping[str, Any]
+    declared: Mapping[str, set[str]]
+
+    def __getitem__(self, section: str) -> Any:
+        return self.parts[section]
+
+
+Check = Callable[[Parsed], list[Problem]]
+
+
+def check(stack_name: str, parts: Mapping[str, Any], declared: Optional[Mapping[str, set[str]]] = None) -> list[Problem]:
+    """Every cross-field check of CHECKS, in order, on whatever parts of the config parsed."""
+    declared = declared or {key: set(parts[key]) for key in ("people", "hosts", "services")}
+    c = Parsed(stack_name, parts, declared)
+    return [p for _section, fn in CHECKS for p in fn(c)]
+
+
+def _problems(fn: Callable[[Parsed, Callable[..., None]], None]) -> Check:
+    """A check written with an `add(path, message, kind)` callback, as one that returns its problems."""
+
+    def run(c: Parsed) -> list[Problem]:
+        out: list[Problem] = []
+        # kind OVER_CAPACITY: a node too small for its hosts, not a config mistake (`make plan` exits 2).
+        fn(c, lambda path, msg, kind="config": out.append(Problem(path, msg, kind)))
+        return out
+
+    return run
+
+
+@_problems
+def _check_site(c: Parsed, add) -> None:
+    site = c["site"]
     if site is not None:
-        if site.stack != stack_name:
-            add("site.stack", f"is {site.stack!r} but this is stack {stack_name!r}; set it to {stack_name!r}")
+        if site.stack != c.stack_name:
+            add("site.stack", f"is {site.stack!r} but this is stack {c.stack_name!r}; set it to {c.stack_name!r}")
         if site.vm_ids.first > site.vm_ids.last:
             add("site.vm_ids", f"first {site.vm_ids.first} is above last {site.vm_ids.last}; swap them")
 
+
+@_problems
+def _check_network(c: Parsed, add) -> None:
+    network = c["network"]
     if network is not None:
         if network.gateway not in network.lan_cidr:
             add("network.gateway", f"{network.gateway} is outside network.lan_cidr {network.lan_cidr}")
@@ -68,26 +98,41 @@ def check(
             # A link-local IPv6 gateway (fe80::1, common at hosters) is valid outside the prefix.
             if pub.ipv6_cidr and pub.ipv6_gateway and not pub.ipv6_gateway.is_link_local and pub.ipv6_gateway not in pub.ipv6_cidr:
                 add("network.public.ipv6_gateway", f"{pub.ipv6_gateway} is outside network.public.ipv6_cidr {pub.ipv6_cidr} and not link-local")
+        _check_vpn(network, c["people"], add)
 
-    if network is not None:
-        _check_vpn(network, people, add)
-    declared = declared or {"people": set(people), "hosts": set(hosts), "services": set(services)}
-    _check_people(people, add)
-    if access is not None:
-        _check_access(site, access, people, declared["people"], add)
-    _check_hosts(site, proxmox, network, hosts, add)
-    _check_services(hosts, declared["hosts"], services, add)
-    out += check_services_placement(site, hosts, services)
-    if network is not None:
-        out += check_public_addresses(network, hosts)
-    if dns is not None:
-        out += check_dns(dns, site, network, hosts, services)
-    if tls is None and any(s.public for s in services.values()):
+
+@_problems
+def _check_tls(c: Parsed, add) -> None:
+    if c["tls"] is None and any(s.public for s in c["services"].values()):
         add("tls", "is required when a service is public (its certificates come from ACME); add the section")
-    out += check_backup(backup, site, hosts, services)
-    out += check_monitoring(monitoring, site, hosts, services, people)
-    out += check_mail(mail, site, hosts, people, access.admins if access else None, dns, tls)
-    return out
+
+
+@_problems
+def _check_access_section(c: Parsed, add) -> None:
+    if c["access"] is not None:
+        _check_access(c["site"], c["access"], c["people"], c.declared["people"], add)
+
+
+# Every cross-field check as (the section it is about, the check), run in this order on whatever
+# parsed. A new section adds its entries here (its checks in model/check_<section>.py); check()'s
+# signature and the loader stay as they are.
+CHECKS: list[tuple[str, Check]] = [
+    ("site", _check_site),
+    ("network", _check_network),
+    ("people", _problems(lambda c, add: _check_people(c["people"], add))),
+    ("access", _check_access_section),
+    ("hosts", _problems(lambda c, add: _check_hosts(c["site"], c["proxmox"], c["network"], c["hosts"], add))),
+    ("services", _problems(lambda c, add: _check_services(c["hosts"], c.declared["hosts"], c["services"], add))),
+    ("services", lambda c: check_services_placement(c["site"], c["hosts"], c["services"])),
+    ("network", lambda c: check_public_addresses(c["network"], c["hosts"]) if c["network"] is not None else []),
+    ("dns", lambda c: check_dns(c["dns"], c["site"], c["network"], c["hosts"], c["services"]) if c["dns"] is not None else []),
+    ("tls", _check_tls),
+    ("backup", lambda c: check_backup(c["backup"], c["site"], c["hosts"], c["services"])),
+    ("monitoring", lambda c: check_monitoring(c["monitoring"], c["site"], c["hosts"], c["services"], c["people"])),
+    ("mail", lambda c: check_mail(c["mail"], c["site"], c["hosts"], c["people"],
+                                  c["access"].admins if c["access"] else None, c["dns"], c["tls"])),
+    ("services", lambda c: check_retired(c["hosts"], c["services"])),
+]
 
 
 def _check_vpn(network: Network, people: dict[str, Person], add) -> None:
@@ -158,7 +203,7 @@ def _check_access(site: Optional[Site], access: Access, people: dict[str, Person
 def _check_hosts(site, proxmox, network, hosts: dict[str, Host], add) -> None:
     by_vm_id: dict[int, str] = {}
     by_ip: dict[str, str] = {}
-    gateways = [n for n, h in hosts.items() if "gateway" in h.roles]
+    gateways = facts.hosts_with_role(hosts, "gateway")
     if len(gateways) != 1 and hosts:
         add("hosts", f"needs exactly one host with role `gateway` (the SSH bastion); found {len(gateways)}: {gateways}")
     for name, h in hosts.items():
@@ -272,18 +317,20 @@ def _check_host_network(p: str, h: Host, network: Network, add) -> None:
 def _check_services(hosts: dict[str, Host], declared_hosts: set[str], services: dict[str, Service], add) -> None:
     domain_owner: dict[str, str] = {}
     port_owner: dict[tuple[str, int], str] = {}
-    has_proxy = any("reverse_proxy" in h.roles for h in hosts.values())
+    has_proxy = bool(facts.proxies(hosts))
     for name, s in services.items():
         p = f"services.{name}"
         if not _HOSTNAME.fullmatch(name):
             add(p, "is not a valid service name (lower-case letters, digits and hyphens)")
-        if s.host not in declared_hosts:
+        # A retired service may outlive its host: its names are answered by the proxy, not by it.
+        if s.host not in declared_hosts and s.retired is None:
             add(f"{p}.host", f"unknown host {s.host!r}; known hosts: {', '.join(sorted(declared_hosts)) or 'none'}")
         for i, d in enumerate(s.domains):
             if d in domain_owner:
                 add(f"{p}.domains[{i}]", f"{d} is already served by services.{domain_owner[d]}")
             domain_owner.setdefault(d, name)
-        if s.port is not None:
+        # A retired service's port is closed and free for another service on its host.
+        if s.port is not None and s.retired is None:
             key = (s.host, s.port)
             if key in port_owner:
                 add(f"{p}.port", f"{s.port} on {s.host} is already used by services.{port_owner[key]}")

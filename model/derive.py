@@ -1,6 +1,8 @@
 """What a valid stack implies: who logs in where, which hosts hold data, which ports are open, tags.
 
-Everything here is computed from config; nothing branches on the stack's name.
+Everything here is computed from config; nothing branches on the stack's name. The plain facts
+("which host has role X", "does it hold data") are model/facts.py's, which the functions here of the
+same names ask; what one section implies is model/derive_<section>.py.
 """
 
 from __future__ import annotations
@@ -8,6 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Optional
 
+from . import derive_backup, derive_mail, derive_monitoring, facts
+from .derive_monitoring import ALERTMANAGER_PORT, PROMETHEUS_PORT
 from .roles import public_ports
 from .stack import Host, Stack
 
@@ -26,7 +30,7 @@ class Rule:
 
 
 def gateway_name(stack: Stack) -> str:
-    return next(name for name, h in stack.hosts.items() if "gateway" in h.roles)
+    return facts.gateway_name(stack.hosts)
 
 
 def gateway(stack: Stack) -> Host:
@@ -52,12 +56,11 @@ def sudoers(stack: Stack) -> list[str]:
 
 
 def services_on(stack: Stack, host: str) -> dict:
-    return {n: s for n, s in stack.services.items() if s.host == host}
+    return facts.services_on(stack.services, host)
 
 
 def holds_data(stack: Stack, host: str) -> bool:
-    # A declared database is data too (dumped into each backup), even without data_paths.
-    return stack.hosts[host].holds_data or any(s.data_paths or s.databases for s in services_on(stack, host).values())
+    return facts.holds_data(stack.hosts, stack.services, host)
 
 
 def protected(stack: Stack, host: str) -> bool:
@@ -65,7 +68,7 @@ def protected(stack: Stack, host: str) -> bool:
 
 
 def hosts_with_role(stack: Stack, role: str) -> list[str]:
-    return sorted(n for n, h in stack.hosts.items() if role in h.roles)
+    return facts.hosts_with_role(stack.hosts, role)
 
 
 def deploy_address(stack: Stack) -> str:
@@ -125,11 +128,12 @@ def inbound_rules(stack: Stack, host: str) -> list[Rule]:
         rules += [Rule(proto, port, None, comment) for proto, port, comment in public_ports(role)]
     if "gateway" in h.roles:
         rules.append(Rule("udp", stack.network.vpn.port, None, "wireguard vpn"))
-    for mon in hosts_with_role(stack, "monitoring"):
+    for mon in facts.hosts_with_role(stack.hosts, "monitoring"):
         rules.append(Rule("tcp", NODE_EXPORTER_PORT, f"{stack.hosts[mon].lan_ip}/32", f"node_exporter from {mon}"))
-    proxies = hosts_with_role(stack, "reverse_proxy")
+    proxies = facts.proxies(stack.hosts)
     for name, svc in sorted(services_on(stack, host).items()):
-        if svc.port is None:
+        # A retired service's upstream is no longer proxied, so nothing reaches its port.
+        if svc.port is None or svc.retired is not None:
             continue
         if svc.public:
             for p in proxies:
@@ -137,16 +141,13 @@ def inbound_rules(stack: Stack, host: str) -> list[Rule]:
         elif svc.reach == "vpn":
             # VPN traffic enters the LAN masqueraded to the gateway's address.
             rules.append(Rule("tcp", svc.port, f"{gateway(stack).lan_ip}/32", f"{name} from the vpn (via the gateway)"))
-            for mon in hosts_with_role(stack, "monitoring"):
+            for mon in facts.hosts_with_role(stack.hosts, "monitoring"):
                 rules.append(Rule("tcp", svc.port, f"{stack.hosts[mon].lan_ip}/32", f"{name} probe from {mon}"))
         else:
             rules.append(Rule("tcp", svc.port, str(stack.network.lan_cidr), f"{name} on the LAN"))
-    # What the backup and monitoring sections open (borg over SSH from clients, probes, UIs).
-    from . import backup, mail, monitoring
-
-    rules += backup.inbound_rules(stack, host)
-    rules += monitoring.inbound_rules(stack, host)
-    rules += mail.inbound_rules(stack, host)
+    rules += _backup_rules(stack, host)
+    rules += _monitoring_rules(stack, host)
+    rules += _mail_rules(stack, host)
     # Same port and source twice (e.g. a role port and a service) is one rule.
     seen, unique = set(), []
     for r in rules:
@@ -156,6 +157,39 @@ def inbound_rules(stack: Stack, host: str) -> list[Rule]:
     return unique
 
 
+def _backup_rules(stack: Stack, host: str) -> list[Rule]:
+    """What the backup section opens on the target: borg over SSH from each client."""
+    if host != derive_backup.target_name(stack):
+        return []
+    return [Rule("tcp", 22, f"{stack.hosts[c].lan_ip}/32", f"borg from {c}") for c in derive_backup.clients(stack)]
+
+
+def _monitoring_rules(stack: Stack, host: str) -> list[Rule]:
+    """What the monitoring section opens with `ui: vpn`: the Prometheus and Alertmanager UIs from the
+    gateway, which is where VPN traffic enters the LAN (it masquerades members' devices to its LAN
+    address). With `ui: proxy` the catalog's public services open those ports to the proxy instead
+    (inbound_rules above)."""
+    mon = stack.monitoring
+    if mon is None or mon.ui != "vpn" or host != derive_monitoring.monitoring_host(stack) or "gateway" in stack.hosts[host].roles:
+        return []
+    source = f"{gateway(stack).lan_ip}/32"
+    return [
+        Rule("tcp", PROMETHEUS_PORT, source, "prometheus ui from the vpn (via the gateway)"),
+        Rule("tcp", ALERTMANAGER_PORT, source, "alertmanager ui from the vpn (via the gateway)"),
+    ]
+
+
+def _mail_rules(stack: Stack, host: str) -> list[Rule]:
+    """What the mail section opens on the mail host: its Postfix exporter, to the monitoring host.
+    Port 25 is the role's public port (model/roles.py)."""
+    if stack.mail is None or host != derive_mail.mail_host(stack.hosts):
+        return []
+    return [
+        Rule("tcp", derive_mail.EXPORTER_PORT, f"{stack.hosts[mon].lan_ip}/32", f"postfix exporter from {mon}")
+        for mon in facts.hosts_with_role(stack.hosts, "monitoring")
+    ]
+
+
 def vm_tags(stack: Stack, host: str) -> list[str]:
     """Proxmox tags, sorted: Proxmox returns them sorted, so unsorted input would show as drift."""
     return sorted({"hypha", stack.site.stack, *stack.hosts[host].roles, *stack.site.tags})
@@ -163,12 +197,12 @@ def vm_tags(stack: Stack, host: str) -> list[str]:
 
 def public_endpoints(stack: Stack) -> list[dict]:
     """Public URLs and the address they are served from (the reverse proxy's public address)."""
-    proxies = hosts_with_role(stack, "reverse_proxy")
+    front_name = facts.front_host(stack.hosts)
     out = []
     for name, svc in sorted(stack.services.items()):
         if not svc.public:
             continue
-        front = stack.hosts[proxies[0]] if proxies else None
+        front = stack.hosts[front_name] if front_name else None
         for domain in svc.domains:
             out.append(
                 {
@@ -176,10 +210,18 @@ def public_endpoints(stack: Stack) -> list[dict]:
                     "url": f"https://{domain}/",
                     "ipv4": str(front.public_ipv4) if front and front.public_ipv4 else None,
                     "ipv6": str(front.public_ipv6) if front and front.public_ipv6 else None,
-                    "upstream": f"{stack.hosts[svc.host].lan_ip}:{svc.port}" if svc.port else "static",
+                    "upstream": _upstream(stack, svc),
                 }
             )
     return out
+
+
+def _upstream(stack: Stack, svc) -> str:
+    """What the proxy does with a service's requests, in a few words (the plan's endpoint table)."""
+    if svc.retired is not None:
+        r = svc.retired
+        return f"retired {r.date.isoformat()}: " + (f"{r.status} {r.redirect}" if r.redirect else f"{r.status} gone")
+    return f"{stack.hosts[svc.host].lan_ip}:{svc.port}" if svc.port else "static"
 
 
 def ssh_jump_command(stack: Stack, host: str, user: str = "<you>") -> str:

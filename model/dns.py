@@ -1,8 +1,9 @@
-"""The `dns` config section: the public zone's mail, CAA, name server and transfer settings, and its checks.
+"""The `dns` config section: the public zone's mail, CAA, name server and transfer settings.
 
 Everything else in the zone (addresses of services, name servers, mail hosts) comes from the catalog
-(`hosts`, `services`); this section only says what the catalog cannot. `check_dns` runs the checks
-that need the rest of the stack, so it takes the parsed parts like `model/checks.py` does.
+(`hosts`, `services`); this section only says what the catalog cannot. What the catalog makes of it
+(name servers, mail targets, published addresses) is model/derive_dns.py; the checks that need the
+rest of the stack are model/check_dns.py.
 """
 
 from __future__ import annotations
@@ -11,22 +12,16 @@ import base64
 import binascii
 import ipaddress
 import re
-from typing import TYPE_CHECKING, Any, Literal, Optional, Union
+from typing import Any, Literal, Optional
 
 from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.hazmat.primitives.serialization import load_der_private_key, load_der_public_key
-from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
-from .errors import ConfigError, Problem, problems_from
 from .keys import private_key_problem
 from .base import _check_each, _Model, check_domain, check_email, validation_error
 from .types import Domain, HostName, IpAddress as IpAddressField, IPv4Net, IPv6Net, LongText, text_type, whole
-
-if TYPE_CHECKING:  # the stack model holds a Dns; only names from it are needed here
-    from .stack import Host, Network, Service, Site, Stack
-
-IpAddress = Union[ipaddress.IPv4Address, ipaddress.IPv6Address]
 
 # A catalog host name, as model/checks.py accepts it; anything with a dot is a domain name instead.
 _HOST_NAME = re.compile(r"[a-z]([a-z0-9-]{0,61}[a-z0-9])?")
@@ -44,8 +39,6 @@ MailAddress = text_type("email address", max_length=261)
 CaaDomain = text_type("DNS name", max_length=253)
 IodefUrl = text_type("mailto: or https:// URL", max_length=2048)
 
-# RFC 7208 section 4.6.4: at most 10 mechanisms that cost a DNS lookup (`mx` and each include).
-SPF_MAX_LOOKUPS = 10
 # RFC 8301: verifiers must not accept RSA keys under 1024 bits.
 DKIM_MIN_RSA_BITS = 1024
 MAX_TTL = 604800
@@ -339,228 +332,3 @@ class Dns(_Model):
                 ) from None
 
         return _check_each("secondaries", values, check)
-
-
-# --- what the catalog makes of it -------------------------------------------------------------
-
-
-def published_addresses(network: Network, host: Host) -> list[IpAddress]:
-    """The addresses the zone gives `host`: its public ones where the stack has a public network,
-    else its LAN address (a stack reached only over the VPN serves its zone to the VPN)."""
-    if network.public is not None:
-        return [ip for ip in (host.public_ipv4, host.public_ipv6) if ip is not None]
-    return [host.lan_ip]
-
-
-def in_zone(name: str, zone: str) -> bool:
-    return name == zone or name.endswith(f".{zone}")
-
-
-def nameservers(dns: Dns, zone: str) -> list[NameServer]:
-    return list(dns.nameservers) or [NameServer(name=f"ns1.{zone}")]
-
-
-def dns_hosts(hosts: dict[str, Host]) -> list[str]:
-    return sorted(n for n, h in hosts.items() if "dns" in h.roles)
-
-
-def nameserver_host(ns: NameServer, hosts: dict[str, Host]) -> Optional[str]:
-    """The catalog host an in-zone name server's glue points at (the one `dns` host unless named)."""
-    if ns.host is not None:
-        return ns.host
-    candidates = dns_hosts(hosts)
-    return candidates[0] if len(candidates) == 1 else None
-
-
-def mx_name(mx: MxHost, zone: str) -> str:
-    """The name the MX record points at: the outside server's, or the in-zone name of a catalog host."""
-    if "." in mx.host:
-        return mx.host
-    return mx.name or f"mail.{zone}"
-
-
-def front_host(hosts: dict[str, Host]) -> Optional[str]:
-    """The reverse proxy public services are reached through (the first, as derive.public_endpoints)."""
-    proxies = sorted(n for n, h in hosts.items() if "reverse_proxy" in h.roles)
-    return proxies[0] if proxies else None
-
-
-def _address_claims(dns: Dns, zone: str, hosts: dict[str, Host], services: dict[str, Service]):
-    """(in-zone name, key path, catalog host) for every name the zone must give an address."""
-    front = front_host(hosts)
-    for sname, svc in sorted(services.items()):
-        if not svc.public or front is None:
-            continue
-        for i, d in enumerate(svc.domains):
-            if in_zone(d, zone):
-                yield d, f"services.{sname}.domains[{i}]", front
-    for i, ns in enumerate(nameservers(dns, zone)):
-        if in_zone(ns.name, zone):
-            host = nameserver_host(ns, hosts)
-            if host is not None:
-                yield ns.name, f"dns.nameservers[{i}].name", host
-    for i, mx in enumerate(dns.mx):
-        if "." not in mx.host:
-            yield mx_name(mx, zone), f"dns.mx[{i}].name", mx.host
-
-
-def check_dns(
-    dns: Dns,
-    site: Optional[Site],
-    network: Optional[Network],
-    hosts: dict[str, Host],
-    services: dict[str, Service],
-) -> list[Problem]:
-    """Checks of the dns section against the rest of the stack; each problem names its key and the fix."""
-    out: list[Problem] = []
-    add = lambda path, msg: out.append(Problem(path, msg))  # noqa: E731
-    if site is None or network is None:
-        return out  # reported where those sections are parsed
-    zone = site.domain
-    known = ", ".join(sorted(hosts)) or "none"
-    servers = nameservers(dns, zone)
-
-    def needs_addresses(path: str, host: str, what: str) -> None:
-        if host not in hosts:
-            add(path, f"unknown host {host!r}; known hosts: {known}")
-        elif not published_addresses(network, hosts[host]):
-            add(path, f"hosts.{host} has no public address for {what}; give it public_ipv4/public_ipv6 or pick another host")
-
-    if not dns_hosts(hosts):
-        add("dns", "no host has the `dns` role to serve the zone; add `dns` to the roles of the host that runs BIND")
-
-    # Name servers: in-zone names need glue from a catalog host; outside names must not claim one.
-    seen_ns: dict[str, int] = {}
-    for i, ns in enumerate(servers):
-        path = f"dns.nameservers[{i}]"
-        if ns.name in seen_ns:
-            add(f"{path}.name", f"{ns.name} is listed twice (also dns.nameservers[{seen_ns[ns.name]}]); remove one")
-        seen_ns.setdefault(ns.name, i)
-        if not in_zone(ns.name, zone):
-            if ns.host is not None:
-                add(f"{path}.host", f"{ns.name} is outside the zone {zone}, so it gets no address here; remove host")
-            continue
-        host = nameserver_host(ns, hosts)
-        # With no nameservers configured the default ns1 has no entry of its own to point at.
-        ns_path = path if dns.nameservers else "dns.nameservers"
-        if host is None:
-            found = dns_hosts(hosts)
-            if found:  # none at all is reported above
-                add(
-                    ns_path,
-                    f"{ns.name} could be any of the hosts with role `dns` ({', '.join(found)}); set host to the one it names",
-                )
-        else:
-            needs_addresses(f"{path}.host" if ns.host else ns_path, host, f"the name server {ns.name}")
-
-    # Mail: catalog hosts must exist and be reachable; in-zone outside names must have an address here.
-    claims = {name for name, _, _ in _address_claims(dns, zone, hosts, services)}
-    targets: dict[str, int] = {}
-    for i, mx in enumerate(dns.mx):
-        path = f"dns.mx[{i}]"
-        target = mx_name(mx, zone)
-        if "." in mx.host:
-            if mx.name is not None:
-                add(f"{path}.name", f"{mx.host} is a domain name already; name is only for catalog hosts, remove it")
-            if in_zone(mx.host, zone) and mx.host not in claims:
-                add(
-                    f"{path}.host",
-                    f"{mx.host} is inside the zone but nothing in the catalog gives it an address; "
-                    "name the catalog host instead (e.g. lists)",
-                )
-        else:
-            needs_addresses(f"{path}.host", mx.host, "the mail server")
-            if not in_zone(target, zone):
-                add(f"{path}.name", f"{target} is outside the zone {zone}; pick a name inside it, e.g. mail.{zone}")
-        if target in targets:
-            add(
-                f"{path}.name" if "." not in mx.host else f"{path}.host",
-                f"{target} is already dns.mx[{targets[target]}]'s target; give each mail server its own name (e.g. mail2.{zone})",
-            )
-        targets.setdefault(target, i)
-
-    # One name, one set of addresses: a service domain cannot also be a mail or name server's name
-    # unless it is the same machine.
-    addresses: dict[str, tuple[tuple[str, ...], str]] = {}
-    for name, path, host in _address_claims(dns, zone, hosts, services):
-        if host not in hosts:
-            continue
-        ips = tuple(str(ip) for ip in published_addresses(network, hosts[host]))
-        if name in addresses and addresses[name][0] != ips:
-            add(path, f"{name} already gets other addresses from {addresses[name][1]}; pick another name")
-        addresses.setdefault(name, (ips, path))
-
-    front = front_host(hosts)
-    if front is not None and any(
-        s.public and any(in_zone(d, zone) for d in s.domains) for s in services.values()
-    ) and not published_addresses(network, hosts[front]):
-        add(f"hosts.{front}", "publishes the public services but has no public address; give it public_ipv4/public_ipv6")
-
-    lookups = (1 if dns.mx else 0) + len(dns.spf.include)
-    if lookups > SPF_MAX_LOOKUPS:
-        add(
-            "dns.spf.include",
-            f"makes {lookups} DNS lookups with `mx`; SPF allows {SPF_MAX_LOOKUPS} in all (their own includes count too); "
-            "drop includes or list the senders' addresses under ip4/ip6",
-        )
-
-    selectors: dict[str, int] = {}
-    for i, key in enumerate(dns.dkim):
-        if key.selector in selectors:
-            add(f"dns.dkim[{i}].selector", f"{key.selector!r} is already dns.dkim[{selectors[key.selector]}]'s; each key has its own selector")
-        selectors.setdefault(key.selector, i)
-
-    seen_ip: dict[str, int] = {}
-    for i, ip in enumerate(dns.secondaries):
-        if str(ip) in seen_ip:
-            add(f"dns.secondaries[{i}]", f"{ip} is listed twice (also dns.secondaries[{seen_ip[str(ip)]}]); remove one")
-        seen_ip.setdefault(str(ip), i)
-
-    _check_extra(dns, zone, addresses, set(selectors), add)
-    return out
-
-
-def _check_extra(dns: Dns, zone: str, addresses: dict, selectors: set[str], add) -> None:
-    generated = {f"{name.removesuffix(zone).rstrip('.') or '@'}" for name in addresses}
-    generated |= {"@", "_dmarc"} | {f"{s}._domainkey" for s in selectors}
-    cname_at: dict[str, int] = {}
-    others_at: dict[str, int] = {}
-    for i, rec in enumerate(dns.extra_records):
-        path = f"dns.extra_records[{i}]"
-        if rec.name == zone or rec.name.endswith(f".{zone}"):
-            relative = rec.name.removesuffix(zone).rstrip(".") or "@"
-            add(f"{path}.name", f"write the name relative to the zone: {relative!r}, not {rec.name!r}")
-            continue
-        if rec.type == "CNAME":
-            if rec.name in generated or rec.name in others_at or rec.name in cname_at:
-                add(f"{path}.name", f"{rec.name!r} already has other records; a CNAME must be the only record at its name")
-            cname_at.setdefault(rec.name, i)
-            continue
-        if rec.name in cname_at:
-            add(f"{path}.name", f"{rec.name!r} is dns.extra_records[{cname_at[rec.name]}]'s CNAME; a CNAME must be the only record at its name")
-        others_at.setdefault(rec.name, i)
-        text = rec.value.lower()
-        if text.startswith("v=spf1"):
-            add(f"{path}.value", "an SPF record is generated from dns.spf and dns.mx; set it there, not as an extra record")
-        elif text.startswith("v=dmarc1") or rec.name == "_dmarc":
-            add(f"{path}.value", "the DMARC record is generated from dns.dmarc; set it there, not as an extra record")
-        elif text.startswith("v=dkim1") or rec.name.endswith("._domainkey"):
-            add(f"{path}.value", "DKIM keys are generated from dns.dkim; add the key there, not as an extra record")
-
-
-def parse_dns(raw: Any) -> tuple[Optional[Dns], list[Problem]]:
-    """The section on its own: the model or the problems, each at its key path under `dns`."""
-    try:
-        return Dns.model_validate(raw if raw is not None else {}), []
-    except ValidationError as exc:
-        return None, problems_from("dns", exc)
-
-
-def build_dns(raw: Any, stack: Stack) -> Dns:
-    """The validated dns section for a validated stack; raise ConfigError listing every problem."""
-    dns, problems = parse_dns(raw)
-    if dns is not None:
-        problems = check_dns(dns, stack.site, stack.network, stack.hosts, stack.services)
-    if problems:
-        raise ConfigError(stack.site.stack, problems)
-    return dns

@@ -115,7 +115,7 @@ def build_stack(raw: dict[str, Any], stack_name: str) -> Stack:
     if raw.get("hosts") == {}:
         # The program would register the provider and the pool before finding no gateway to build.
         problems.append(Problem("hosts", "is empty; a stack needs at least its gateway host (role `gateway`)"))
-    problems += check(stack_name, declared=declared, **parts)
+    problems += check(stack_name, parts, declared)
     if problems:
         raise ConfigError(stack_name, problems)
     return Stack(**{k: v for k, v in parts.items() if v is not None})

@@ -1,4 +1,8 @@
-"""The `monitoring` section: what Prometheus scrapes and probes, alert routing and who sees the UIs."""
+"""The `monitoring` section: what Prometheus scrapes and probes, alert routing and who sees the UIs.
+
+What follows from it (the monitoring host, its ports, the UI services) is model/derive_monitoring.py;
+its checks against the catalog are model/check_monitoring.py.
+"""
 
 from __future__ import annotations
 
@@ -7,50 +11,7 @@ from typing import Literal, Optional
 from pydantic import Field
 
 from .base import _Model
-from .errors import Problem
 from .types import Duration, Email as EmailAddress, Flag, HostPort, HttpUrl, Login, PveTokenName, PveUser, Version
-
-# Where the monitoring host's daemons listen. Prometheus and Alertmanager on its LAN address (the
-# UIs, and the proxy in front of them), the exporters only on loopback (Prometheus asks them).
-PROMETHEUS_PORT = 9090
-ALERTMANAGER_PORT = 9093
-BLACKBOX_PORT = 9115
-PVE_EXPORTER_PORT = 9221
-
-
-def monitoring_host(stack) -> Optional[str]:
-    """The host with role `monitoring` (check_monitoring allows one), or None."""
-    names = sorted(n for n, h in stack.hosts.items() if "monitoring" in h.roles)
-    return names[0] if names else None
-
-
-def ui_services(stack) -> dict[str, Optional[str]]:
-    """`prometheus`/`alertmanager` to the catalog service that publishes that UI (its port, on the
-    monitoring host), or None. Only public ones count: they are what the proxy serves."""
-    host = monitoring_host(stack)
-    out: dict[str, Optional[str]] = {}
-    for ui, port in (("prometheus", PROMETHEUS_PORT), ("alertmanager", ALERTMANAGER_PORT)):
-        out[ui] = next(
-            (n for n, s in sorted(stack.services.items()) if s.host == host and s.port == port and s.public), None
-        )
-    return out
-
-
-def inbound_rules(stack, host: str) -> list:
-    """Firewall allow rules (model.derive.Rule) this section adds to `host`: with `ui: vpn`, the
-    Prometheus and Alertmanager UIs from the gateway, which is where VPN traffic enters the LAN (it
-    masquerades members' devices to its LAN address). With `ui: proxy` the catalog's public
-    services open those ports to the proxy instead (model.derive)."""
-    from .derive import Rule, gateway
-
-    mon = stack.monitoring
-    if mon is None or mon.ui != "vpn" or host != monitoring_host(stack) or "gateway" in stack.hosts[host].roles:
-        return []
-    source = f"{gateway(stack).lan_ip}/32"
-    return [
-        Rule("tcp", PROMETHEUS_PORT, source, "prometheus ui from the vpn (via the gateway)"),
-        Rule("tcp", ALERTMANAGER_PORT, source, "alertmanager ui from the vpn (via the gateway)"),
-    ]
 
 
 class Email(_Model):
@@ -106,31 +67,3 @@ class Monitoring(_Model):
     pve_exporter: Optional[PveExporter] = Field(
         default=None, description="Proxmox node metrics through prometheus-pve-exporter (from PyPI); none: not scraped."
     )
-
-
-def check_monitoring(monitoring, site, hosts, services, people) -> list[Problem]:
-    """Cross-field checks of the monitoring section against the catalog."""
-    out: list[Problem] = []
-    add = lambda path, msg: out.append(Problem(path, msg))  # noqa: E731
-    mon_hosts = sorted(n for n, h in hosts.items() if "monitoring" in h.roles)
-    if len(mon_hosts) > 1:
-        add("hosts", f"{len(mon_hosts)} hosts have role `monitoring` ({', '.join(mon_hosts)}); one Prometheus watches the stack, keep the role on one")
-    if monitoring is None:
-        return out
-    if not mon_hosts:
-        add("monitoring", "is set but no host has role `monitoring`; add the role to a host (or remove the section)")
-        return out
-    if monitoring.email is None and monitoring.matrix is None:
-        add("monitoring", "has no receiver, so alerts would reach nobody; add monitoring.email and/or monitoring.matrix")
-    if monitoring.matrix is not None and (monitoring.matrix.url is None) == (not monitoring.matrix.url_secret):
-        add("monitoring.matrix", "needs exactly one of `url` and `url_secret: true` (the secret alertMatrixWebhookUrl)")
-    if monitoring.ui == "proxy":
-        host = mon_hosts[0]
-        for ui, port in (("prometheus", PROMETHEUS_PORT), ("alertmanager", ALERTMANAGER_PORT)):
-            if not any(s.host == host and s.port == port and s.public for s in services.values()):
-                add(
-                    "monitoring.ui",
-                    f"is `proxy` but no public service publishes the {ui} UI; add services.{ui} "
-                    f"{{host: {host}, port: {port}, public: true, domains: [<name>]}} or set ui: vpn",
-                )
-    return out

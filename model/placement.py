@@ -13,7 +13,7 @@ from typing import Optional
 from .derive import NODE_EXPORTER_PORT
 from .roles import public_ports
 from .errors import Problem
-from .monitoring import BLACKBOX_PORT, PVE_EXPORTER_PORT
+from .derive_monitoring import BLACKBOX_PORT, PVE_EXPORTER_PORT
 
 # Roles whose host takes no catalog service. The gateway is the one host the internet reaches over
 # SSH and where the VPN enters the LAN; the backup target holds every host's repositories. A service
@@ -56,7 +56,7 @@ def check_services_placement(site, hosts: dict, services: dict) -> list[Problem]
                         )
                     )
             held = role_ports(host.roles)
-            if svc.port is not None and svc.port in held:
+            if svc.port is not None and svc.port in held and svc.retired is None:
                 free = next(q for q in range(8080, 65536) if q not in held)
                 out.append(
                     Problem(

@@ -24,7 +24,9 @@ from .types import (
     HostName,
     AcmeDirectory,
     HostPort,
+    HttpsUrl,
     IpAddress,
+    IsoDate,
     IPv4,
     IPv4Net,
     IPv6,
@@ -265,6 +267,35 @@ class Host(_Model):
     )
 
 
+# What a retired service's names answer. 301, not 308: the redirect usually leads to another site
+# (the replacement tool, a page saying what happened), and a 308 would make browsers send a POST's
+# body (a form, a password) on to it; after a 301 they fetch the new place with GET (the Fetch
+# standard's redirect rules), which is what "go there instead" means. Both are permanent.
+REDIRECT_STATUS = 301
+GONE_STATUS = 410
+
+
+class Retired(_Model):
+    """A service that no longer runs: its names stay in the zone and on the proxy, answered for it."""
+
+    date: IsoDate = Field(description="The day the service was retired (`YYYY-MM-DD`); the inventory lists it with this date.")
+    redirect: Optional[HttpsUrl] = Field(
+        default=None,
+        description="Where its names send people: a permanent redirect (301) to this https:// URL, the same target "
+        "for every path. Without it they answer 410 Gone.",
+    )
+
+    @property
+    def gone(self) -> bool:
+        """No redirect: the names answer 410 Gone."""
+        return self.redirect is None
+
+    @property
+    def status(self) -> int:
+        """The HTTP status its names answer with (REDIRECT_STATUS or GONE_STATUS)."""
+        return GONE_STATUS if self.gone else REDIRECT_STATUS
+
+
 class Service(_Model):
     host: HostName = Field(description="Host that runs the service.")
     domains: list[Domain] = Field(default_factory=list, description="DNS names it answers on; the first is canonical.")
@@ -283,6 +314,14 @@ class Service(_Model):
     )
     databases: list[Database] = Field(
         default_factory=list, description="Databases the service keeps on its host, dumped into each backup."
+    )
+    retired: Optional[Retired] = Field(
+        default=None,
+        description="The service is retired (`date`, optional `redirect`): the proxy answers its names with the redirect "
+        "or 410, over HTTPS (its certificate is still renewed) and on port 80; its upstream is no longer proxied, "
+        "its port no longer opened, its probe and alerts stop; its DNS names stay. Its data is still backed up "
+        "while its host exists; `host` may name a host that has since been removed, whose repository stays "
+        "readable on the target while `data_paths`/`databases` stay declared.",
     )
 
 

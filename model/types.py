@@ -10,6 +10,7 @@ prints each type's `Kind` name in the config reference.
 
 from __future__ import annotations
 
+import datetime
 import functools
 import ipaddress
 import math
@@ -23,6 +24,7 @@ from urllib.parse import urlsplit
 from pydantic import AfterValidator, BeforeValidator, Field, Strict
 
 from .base import check_domain, check_email
+from .keys import private_key_problem
 
 # Longest value quoted back in an error: a 50 MB value must not be echoed whole.
 SHOWN = 60
@@ -323,6 +325,9 @@ AcmeDirectory = url_type(
     "https URL", ("https",), "https://acme-v02.api.letsencrypt.org/directory", "ACME directory URL"
 )
 HttpUrl = url_type("http(s) URL", ("https", "http"), "https://matrix.example.org/hook", query=True)
+# Where a retired service's names send people (nginx `return 301`): https only, so a redirect
+# never downgrades a member who arrived over HTTPS; a ?query may carry `&`.
+HttpsUrl = url_type("https URL", ("https",), "https://meet.jit.si/", query=True)
 
 
 def _host_port(value: str) -> str:
@@ -424,6 +429,34 @@ def _prometheus_duration(value: str) -> str:
 
 
 Duration = text_type("duration (Prometheus)", _prometheus_duration, max_length=32)
+
+# --- dates -----------------------------------------------------------------------------------------
+
+
+def _iso_date(value: Any) -> Any:
+    # Text only, like addresses: the stack files' loader keeps `2026-12-01` as text (no YAML 1.1
+    # timestamps) and the engine hands config as JSON, so a date object here came from nowhere good.
+    if isinstance(value, datetime.date) and not isinstance(value, datetime.datetime):
+        return value
+    if not isinstance(value, str):
+        raise ValueError(f"{shown(value)} is {_what(value)}, not a date; write it as text YYYY-MM-DD, e.g. \"2026-12-01\"")
+    no_control(value)
+    # fromisoformat alone would also take 20261201 and 2026-W48-2 (Python 3.11): one spelling only.
+    if not re.fullmatch(r"[0-9]{4}-[0-9]{2}-[0-9]{2}", value):
+        raise ValueError(f"{shown(value)} is not a date written YYYY-MM-DD (year, month, day, e.g. 2026-12-01)")
+    try:
+        parsed = datetime.date.fromisoformat(value)
+    except ValueError:
+        raise ValueError(
+            f"{shown(value)} is not a day of the calendar (month 01-12, a day that month has); e.g. 2026-12-01"
+        ) from None
+    if parsed.year < 2000:
+        raise ValueError(f"{shown(value)} is before 2000, older than anything this stack runs; check the year")
+    return parsed
+
+
+# A calendar day, ISO 8601 `YYYY-MM-DD`; the model holds a `datetime.date`.
+IsoDate = Annotated[datetime.date, Kind("date (YYYY-MM-DD)"), BeforeValidator(_iso_date)]
 
 # --- numbers ---------------------------------------------------------------------------------------
 
@@ -531,8 +564,6 @@ _PEM_CERTS = re.compile(r"(-----BEGIN CERTIFICATE-----\n([A-Za-z0-9+/=]{1,76}\n)
 def _pem_certificates(value: Any) -> Any:
     if not isinstance(value, str):
         return value
-    from .keys import private_key_problem
-
     leaked = private_key_problem(value)
     if leaked:
         raise ValueError(leaked)

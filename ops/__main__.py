@@ -1,4 +1,7 @@
-"""`python -m ops <command>`: the commands for people, one entry point (plan, drift, restore-drill, lab, docs)."""
+"""`python -m ops <command>`: the commands for people, one entry point (plan, drift, restore-drill, docs).
+
+The lab of throw-away hosts has its own: `python -m lab` (lab/__main__.py).
+"""
 
 from __future__ import annotations
 
@@ -10,7 +13,6 @@ COMMANDS = {
     "plan": "ops.plan",
     "drift": "ops.drift",
     "restore-drill": "ops.restore_drill",
-    "lab": "ops.lab",
     "docs": "ops.docs",
 }
 

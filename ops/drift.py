@@ -38,13 +38,15 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Optional
 
-from render.roles.base import AUTHORIZED_KEYS_DIR
+import yaml
 
-from render.plan import HostPlan
-
-from render.roles import host_plan
 from model import derive
+from model.errors import ConfigError
+from model.load import build_stack, load_stack
 from model.stack import Stack
+from render.plan import HostPlan
+from render.roles import host_plan
+from render.roles.base import AUTHORIZED_KEYS_DIR
 
 from .remote import CONNECT_TIMEOUT, HostKeyError, Pins, Session, _pkey, pins_for
 
@@ -377,10 +379,6 @@ def read_key(path: Optional[str]) -> str:
 
 
 def main(argv: Optional[list[str]] = None) -> int:
-    import yaml
-
-    from model.errors import ConfigError
-    from model.load import build_stack, load_stack
 
     parser = argparse.ArgumentParser(prog="ops drift", description=__doc__.split("\n")[0])
     parser.add_argument("--stack", required=True, help="stack name: Pulumi.<stack>.yaml")

@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Optional
 
+from cryptography.hazmat.primitives import serialization as ser
+from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
 import pulumi
 from pulumi.runtime import mocks as pmocks
 from pulumi.runtime import settings as psettings
@@ -31,7 +33,7 @@ MAIN = ROOT / "__main__.py"
 OFFLINE_SECRETS = {
     "proxmoxve:apiToken": "offline@pam!plan=00000000-0000-0000-0000-000000000000",
     f"{PROJECT}:deployPrivateKey": "-----BEGIN OPENSSH PRIVATE KEY-----\noffline-placeholder\n-----END OPENSSH PRIVATE KEY-----\n",
-    # Monitoring's (components/monitoring.py); the UI logins are a JSON map of person to bcrypt hash.
+    # Monitoring's (render/roles/monitoring.py LATE); the UI logins are a JSON map of person to bcrypt hash.
     f"{PROJECT}:alertSmtpPassword": "offline-placeholder",
     f"{PROJECT}:alertMatrixWebhookUrl": "https://matrix.invalid/offline-placeholder",
     f"{PROJECT}:pveExporterToken": "00000000-0000-0000-0000-000000000000",
@@ -115,8 +117,6 @@ def _seed(name: str) -> bytes:
 
 def tls_outputs(private_openssh: str, public_openssh: str) -> dict:
     """tls.PrivateKey's outputs for a key given in its OpenSSH forms, those kept byte for byte."""
-    from cryptography.hazmat.primitives import serialization as ser
-    from cryptography.hazmat.primitives.asymmetric import rsa
 
     key = ser.load_ssh_private_key(private_openssh.encode(), password=None)
     is_rsa = isinstance(key, rsa.RSAPrivateKey)
@@ -127,7 +127,6 @@ def tls_outputs(private_openssh: str, public_openssh: str) -> dict:
 
 def _tls_outputs(algorithm: str, key, pem_format) -> dict:
     """tls.PrivateKey's outputs for a cryptography private key: OpenSSH and PEM forms."""
-    from cryptography.hazmat.primitives import serialization as ser
 
     public = key.public_key()
     return {
@@ -143,8 +142,6 @@ def _tls_outputs(algorithm: str, key, pem_format) -> dict:
 def _mock_ed25519(name: str) -> dict:
     """A real ED25519 key pair, as tls.PrivateKey returns it (OpenSSH and PEM forms); cached, because
     the OpenSSH form carries a random check number that would differ between two runs."""
-    from cryptography.hazmat.primitives import serialization as ser
-    from cryptography.hazmat.primitives.asymmetric import ed25519
 
     return _tls_outputs("ED25519", ed25519.Ed25519PrivateKey.from_private_bytes(_seed(name)), ser.PrivateFormat.PKCS8)
 
@@ -158,8 +155,6 @@ def _mock_rsa(bits: int) -> dict:
     resource: RSA has no seeded form here, a 4096-bit key takes ~0.35 s (500 hosts in
     bench/plan_scale.py would spend minutes), and only Ed25519 keys are pinned or shown by `make plan`.
     Locked: the mocks register resources from several threads, and two keys would make two runs differ."""
-    from cryptography.hazmat.primitives import serialization as ser
-    from cryptography.hazmat.primitives.asymmetric import rsa
 
     with _RSA_LOCK:
         if bits not in _RSA:

@@ -18,12 +18,15 @@ import traceback
 from collections import Counter, defaultdict
 from typing import Any
 
-from model import derive
+from model import derive, retire
 from model.capacity import usage
 from model.errors import ConfigError
 from model.load import build_stack, read_stack_config
+from render import hostkeys
+from components.host_keys import key_resource_name
 
 from .mockrun import Run, run_stack
+from .policy_check import evaluate
 
 EXIT = {"ok": 0, "invalid_config": 1, "over_capacity": 2, "mandatory_policy": 3, "bug": 4}
 MEANING = {
@@ -52,14 +55,14 @@ def _top_level(run: Run) -> dict[str, Counter]:
     return groups
 
 
-def build_report(stack_name: str) -> dict[str, Any]:
+def build_report(stack_name: str, raw: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The plan of `stack_name` from its stack files (or from `raw`, a config already read)."""
     started = time.perf_counter()
     # Read the stack files once: the model for the report, the same raw config for the program run.
-    raw = read_stack_config(stack_name)
+    raw = read_stack_config(stack_name) if raw is None else raw
     stack = build_stack(raw, stack_name)
     run = run_stack(stack_name, raw=raw)
     # The policy pack's verdicts on this very run, as `pulumi preview --policy-pack policy` gives them.
-    from .policy_check import evaluate
 
     policies = evaluate(run, raw).as_dict()
     nodes = {}
@@ -90,6 +93,7 @@ def build_report(stack_name: str) -> dict[str, Any]:
         },
         "nodes": nodes,
         "endpoints": derive.public_endpoints(stack),
+        "retired": retire.summary(stack),
         "ssh_logins": derive.login_people(stack),
         "ssh_jump": run.exports.get("ssh_jump"),
         "known_hosts": _known_hosts(stack),
@@ -103,8 +107,6 @@ def build_report(stack_name: str) -> dict[str, Any]:
 def _known_hosts(stack) -> dict[str, Any]:
     """Which known_hosts line each host gets. Not the keys: under mocks they are stand-ins, the real
     ones are made by `pulumi up` (components/host_keys.py), so the plan names where to read them."""
-    from components.host_keys import key_resource_name
-    from render import hostkeys
 
     return {
         "output": "known_hosts",
@@ -143,6 +145,13 @@ def format_report(r: dict[str, Any]) -> str:
     lines += ["", "Public endpoints"]
     for e in r["endpoints"] or [{"url": "(none)", "ipv4": None, "upstream": ""}]:
         lines.append(f"  {e['url']:<36} {e.get('ipv4') or 'VPN only':<15} -> {e['upstream']}")
+    if r.get("retired"):
+        lines += ["", "Retired services (names still served and in the zone; no upstream, probe or alerts)"]
+        for s in r["retired"]:
+            answer = f"{s['status']} -> {s['redirect']}" if s["redirect"] else f"{s['status']} gone"
+            where = (f"host {s['host']} removed" if s["host_removed"] else
+                     f"its host {s['host']} still backed up" if s["backed_up"] else f"on host {s['host']}")
+            lines.append(f"  {s['service']:<14} since {s['date']}  {answer:<40} {where}")
     lines += ["", f"SSH logins: {', '.join(r['ssh_logins'])}", f"Jump: {r['ssh_jump']}"]
     kh = r["known_hosts"]
     lines += ["", f"Host keys: made at `pulumi up`; pin them before the first jump: {kh['read']}"]

@@ -32,9 +32,10 @@ from pulumi_policy import EnforcementLevel
 from pulumi_policy.policy import _PolicyAnalyzerServicer
 
 from policy.policies import DEFAULT_LEVEL, PACK_NAME, POLICIES
-from model.load import ROOT
+from model.errors import ConfigError
+from model.load import ROOT, read_stack_config
 
-from .mockrun import Run, pulumi_config
+from .mockrun import Run, pulumi_config, run_stack
 
 CONFIG_DIR = ROOT / "policy"
 _LEVEL_NAMES = {
@@ -256,10 +257,6 @@ def format_report(report: Report) -> str:
 
 
 def main(argv: Optional[list[str]] = None) -> int:
-    from model.errors import ConfigError
-    from model.load import read_stack_config
-
-    from .mockrun import run_stack
 
     parser = argparse.ArgumentParser(prog="ops.policy_check", description=__doc__.split("\n")[0])
     parser.add_argument("--stack", required=True)

@@ -28,10 +28,12 @@ from dataclasses import dataclass
 from typing import Optional
 
 import paramiko
+import yaml
 
 from render.converge import converge_script, fill, late_names
 from model import derive
 from model.stack import Stack
+from model.load import build_stack, load_stack
 
 CONNECT_TIMEOUT = 10.0
 # Opening a channel on a live connection: quick on a quiet host, but with several labs sharing two
@@ -309,7 +311,6 @@ def can_login(stack: Stack, host: str, user: str, private_key: str, pins: Option
 
 
 def main(argv: Optional[list[str]] = None) -> int:
-    from model.load import load_stack
 
     parser = argparse.ArgumentParser(prog="ops.remote", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="cmd", required=True)
@@ -322,9 +323,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     conv.add_argument("--stack-file", help="read the stack config from this YAML file instead (labs)")
     args = parser.parse_args(argv)
     if args.stack_file:
-        import yaml
 
-        from model.load import build_stack
 
         with open(args.stack_file, encoding="utf-8") as fh:
             stack = build_stack(yaml.safe_load(fh), args.stack)

@@ -17,13 +17,19 @@ import argparse
 import datetime
 import json
 import shlex
+import socket
 import sys
 import time
 from typing import Optional
 
-from render.roles import backup as rb
-from model import backup as backup_model
+import paramiko
+
+from model import derive_backup as backup_model
+from model.load import load_stack
 from model.stack import Stack
+from render.roles import backup as rb
+
+from .remote import Session
 
 RESTORED_DIR = f"{rb.STATE_DIR}/restored"
 DRILL_UNIT = "hypha-borg-drill.service"
@@ -38,12 +44,6 @@ def _session(stack: Stack, host: str, key: str, user: str):
     ops.remote already redials for 30 s; a target busy with a drill under load has been seen to
     refuse for longer, and a report should not fail on that.
     """
-    import socket
-
-    import paramiko
-
-    from ops.remote import Session
-
     for attempt in range(SESSION_TRIES):
         try:
             return Session(stack, host, user, key)
@@ -211,7 +211,6 @@ def _pipe(src, src_cmd: str, dst, dst_cmd: str, timeout: float = 6 * 3600) -> No
 
 
 def main(argv: Optional[list[str]] = None) -> int:
-    from model.load import load_stack
 
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] == "restore":

@@ -8,23 +8,19 @@ stack config the engine hands the pack (`pulumi.Config`), through model/ so noth
 
 from __future__ import annotations
 
-import base64
-import binascii
 import os
-import re
-import shlex
-import sys
 from dataclasses import dataclass, field
 from functools import lru_cache
-from pathlib import Path
 from typing import Any, Iterable, Optional
 
+import pulumi
 import yaml
+from pulumi.runtime.config import CONFIG, get_config_env
 
-# The pack runs from policy/ (its own process under the engine); model/ lives one level up.
-ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+from model.load import build_stack
+from model.secrets import PROJECT_SECRET_KEYS
+
+from render.wire import parse_stages
 
 VM = "proxmoxve:index/vmLegacy:VmLegacy"
 SNIPPET = "proxmoxve:index/fileLegacy:FileLegacy"
@@ -48,36 +44,17 @@ class CarriedFile:
     group: str = "root"
 
 
-# One `stage` call of templates/converge.sh.j2 with its heredoc: header line, then base64 body.
-_STAGE = re.compile(r"^(PIECES=1 )?stage (\d+ .*?) <<'HYPHA_EOF'\n(.*?)\nHYPHA_EOF$", re.M | re.S)
-_LATE = re.compile(r"@@HYPHA_LATE:[a-z0-9/_.-]+@@")
-
-
 # Cached per text (callers only read): every stack policy reads every host's files.
 @lru_cache(maxsize=256)
 def script_files(script: str) -> dict[str, CarriedFile]:
-    """The managed files a rendered (or filled) converge script stages, by path.
+    """The managed files a rendered (or filled) converge script stages, by path (render/wire.py reads them).
 
     A late value still unfilled (a placeholder) reads as empty text: what it holds is a secret the
     policies have no business reading.
     """
-    out = {}
-    for m in _STAGE.finditer(script):
-        pieces, header, body = m.group(1), m.group(2), m.group(3)
-        _index, path, mode, owner, group, *_ = shlex.split(header)
-        if pieces:
-            text = "".join("" if _LATE.fullmatch(line) else _b64(line) for line in body.split("\n"))
-        else:
-            text = _b64(body)
-        out[path] = CarriedFile(path, text, mode, owner, group)
-    return out
-
-
-def _b64(text: str) -> str:
-    try:
-        return base64.b64decode(text.replace("\n", ""), validate=True).decode("utf-8", "replace")
-    except (binascii.Error, ValueError):
-        return ""
+    return {
+        s.path: CarriedFile(s.path, s.content(lambda _name: ""), s.mode, s.owner, s.group) for s in parse_stages(script)
+    }
 
 
 @lru_cache(maxsize=256)
@@ -192,16 +169,11 @@ def with_tag(views: dict[str, HostView], tag: str) -> list[HostView]:
 
 def stack_raw() -> dict[str, Any]:
     """Every `hypha-infra:*` key of the stack config, parsed (the engine passes them in PULUMI_CONFIG)."""
-    import pulumi
-    from pulumi.runtime.config import CONFIG, get_config_env
-
-    from components.config import SECRET_KEYS
-
     keys = set(CONFIG.get()) | set(get_config_env())
     cfg = pulumi.Config(PROJECT)
     raw = {}
     for key in sorted(k.split(":", 1)[1] for k in keys if k.startswith(f"{PROJECT}:")):
-        if key in SECRET_KEYS:
+        if key in PROJECT_SECRET_KEYS:
             continue  # a secret; no policy reads it
         value = cfg.get_object(key)
         if value is not None:
@@ -217,8 +189,6 @@ def stack_model():
 
 @lru_cache(maxsize=8)
 def _model(raw_yaml: str, name: str):
-    from model.load import build_stack
-
     return build_stack(yaml.safe_load(raw_yaml), name)
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import re
 from typing import Mapping
 
 from model import derive
@@ -13,8 +12,9 @@ from model.stack import Stack
 from .plan import HostPlan
 from .roles import host_plan
 from .roles.base import PEOPLE_GROUP
-from .quote import join_shell
+from .quote import Shell, join_shell
 from .templates import render
+from .wire import LATE_PLACEHOLDER, LATE_TOKEN, check_cases, stage_call  # noqa: F401 (LATE_TOKEN: re-exported)
 
 WIREGUARD_KEY = "/etc/wireguard/wg0.key"
 
@@ -30,7 +30,9 @@ def converge_script(stack: Stack, host: str, plan: HostPlan | None = None) -> st
         packages=sorted(set(plan.packages)),
         people=plan.people,
         deploy_user=derive.DEPLOY_USER,
-        files=plan.files,
+        # Shell code built by render/wire.py from constants and shell-quoted words.
+        stage_calls=[Shell(stage_call(i, f)) for i, f in enumerate(plan.files, 1)],
+        check_cases=Shell(check_cases()),
         units=list(dict.fromkeys(plan.units)),
         derive_steps=plan.derive,
         absent=plan.absent,
@@ -42,11 +44,6 @@ def converge_script(stack: Stack, host: str, plan: HostPlan | None = None) -> st
 
 def script_digest(script: str) -> str:
     return hashlib.sha256(script.encode()).hexdigest()
-
-
-LATE_PLACEHOLDER = re.compile(r"@@HYPHA_LATE:([a-z0-9][a-z0-9/_.-]*)@@")
-LATE_TOKEN = "@@HYPHA_LATE:{}@@"
-"""How a script other than the converge's (render/hostkeys.rotation_script) asks for a late value."""
 
 
 def late_names(script: str) -> list[str]:

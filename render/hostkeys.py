@@ -16,7 +16,8 @@ from typing import Mapping
 from model import derive
 from model.stack import Stack
 
-from .plan import ManagedFile, late
+from .plan import LateValue, ManagedFile, late
+from .wire import late_token
 
 ED25519, RSA = "ed25519", "rsa"
 KEY_TYPES = (ED25519, RSA)
@@ -35,6 +36,14 @@ def late_name(host: str, kind: str, half: str) -> str:
     """`hostkey/<host>/<kind>-private` or `-public`: the late value components/host_keys.py makes."""
     assert kind in KEY_TYPES and half in ("private", "public"), (kind, half)
     return f"hostkey/{host}/{kind}-{half}"
+
+
+# The keys are components/host_keys.py's (its HostKeys component made them for cloud-init and the pins
+# before any script): these kinds look them up there instead of making resources of their own.
+LATE = tuple(
+    LateValue(rf"hostkey/(?P<host>[^/]+)/(?P<type>{'|'.join(KEY_TYPES)})-{half}", f"host-key-{half}", parent="host-keys")
+    for half in ("private", "public")
+)
 
 
 def host_key_files(host: str) -> list[ManagedFile]:
@@ -99,8 +108,6 @@ def rotation_script(host: str, generation: int) -> str:
     Late values stand where the keys go (`render.converge.fill` puts them in, base64). The same
     files are managed files of the converge, which then finds them current and changes nothing.
     """
-    from .converge import LATE_TOKEN
-
     lines = [
         "#!/bin/sh",
         f"# hypha-infra: {host}'s SSH host keys, generation {generation} (render/hostkeys.py). Run as root.",
@@ -114,7 +121,7 @@ def rotation_script(host: str, generation: int) -> str:
         for half, suffix in (("private", ""), ("public", ".pub")):
             name = key_path(kind).rsplit("/", 1)[1] + suffix
             names.append(name)
-            lines.append(f"printf '%s' '{LATE_TOKEN.format(late_name(host, kind, half))}' | base64 -d >\"$stage/{name}\"")
+            lines.append(f"printf '%s' '{late_token(late_name(host, kind, half))}' | base64 -d >\"$stage/{name}\"")
     lines += [
         # A key sshd could not load must not replace one it can: check each pair and sshd with both.
         *(f"[ \"$(ssh-keygen -y -f \"$stage/{key_path(k).rsplit('/', 1)[1]}\" | cut -d' ' -f1-2)\" = "

@@ -8,26 +8,18 @@ policy pack reads it back out of what the program registers.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from typing import Callable, Optional
 
 from model.stack import Stack
 
+from .wire import LATE_MARK, check_name, late  # noqa: F401 (late, LATE_MARK re-exported: the roles' one import)
+
 
 # A value known only when the program runs (a generated secret, a public key Pulumi makes), put in
 # a file's content by `late()`. The rendered script carries a placeholder; `render.converge.fill`
 # puts the value in on its way to the host (on stdin, never a command line), so no rendered file,
-# test fixture or drift report ever holds a secret in clear.
-LATE_MARK = re.compile(r"\x00late:([a-z0-9][a-z0-9/_.-]*)\x00")
-
-
-def late(name: str) -> str:
-    """A placeholder for the late value `name` inside a ManagedFile's content."""
-    assert re.fullmatch(r"[a-z0-9][a-z0-9/_.-]*", name), name
-    return f"\x00late:{name}\x00"
-
-
+# test fixture or drift report ever holds a secret in clear. Both marks are render/wire.py's.
 def late_names(content: str) -> list[str]:
     return LATE_MARK.findall(content)
 
@@ -45,6 +37,9 @@ class ManagedFile:
     """`reload` (reload-or-restart) or `restart`."""
     check: Optional[str] = None
     """Name of the daemon's own checker the converge script runs on the staged file."""
+
+    def __post_init__(self):
+        check_name(self.check, self.path)  # a misspelt checker fails here, at render time
 
     @property
     def late(self) -> list[str]:
@@ -98,15 +93,20 @@ class HostPlan:
 class LateValue:
     """A kind of late value a role asks for, made by components/late.py from this declaration alone.
 
-    `pattern` is a regular expression over the value's name (e.g. `borg/passphrase/[a-z0-9-]+`);
-    `kind` says how it is made (components/late.py's MAKERS); `source` names the Pulumi config
-    secret for kind `config-secret`, and `encode` how its text goes into the file.
+    `pattern` is a regular expression the whole name must match (e.g. `borg/passphrase/(?P<owner>[a-z0-9-]+)`);
+    `kind` says how it is made (components/late.py's KINDS). `source` names the Pulumi config
+    secret of kind `config-secret`, and `encode(stack, text)` how its text goes into the file.
+    The generated kinds name their Pulumi resource by `resource` (a format over the pattern's named
+    groups: a private and a public half naming one resource share it) under the component `parent`;
+    these names are part of every resource's URN, so changing one replaces the resource.
     """
 
     pattern: str
     kind: str
     source: Optional[str] = None
-    encode: Optional[str] = None
+    encode: Optional[Callable[[Stack, str], str]] = None
+    resource: Optional[str] = None
+    parent: Optional[str] = None
 
 
 @dataclass(frozen=True)

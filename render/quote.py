@@ -22,6 +22,8 @@ from typing import Iterable
 
 import yaml
 
+from .wire import LATE_MARK
+
 
 class QuoteError(ValueError):
     """A value its target format cannot hold; the message names the format and a short prefix."""
@@ -210,7 +212,7 @@ def authorized_keys_option(name: str, value=None) -> str:
 
 
 # A late value's placeholder (render.plan.late): the key Pulumi makes, checked when it is filled in.
-_LATE = re.compile(r"\x00late:[a-z0-9][a-z0-9/_.-]*\x00")
+_LATE = LATE_MARK
 
 
 def public_key(value) -> str:

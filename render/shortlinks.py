@@ -441,3 +441,35 @@ def render_location(shortener_host: str) -> str:
         unknown_status=UNKNOWN_STATUS,
         host=nginx_quote(shortener_host)[1:-1],
     )
+
+
+def retired_problems(links: list[Link], retired: dict, source: str = SOURCE) -> list[Problem]:
+    """Links whose destination is on a retired service's name (`retired`: domain -> (service,
+    model.stack.Retired)), one problem per line: the link would send people through a redirect or
+    into a 410, so the file must say where they should go now (or drop the link)."""
+    problems = []
+    for link in links:
+        if link.alias_of is not None:
+            continue
+        host = (urlsplit(link.destination).hostname or "").lower().rstrip(".")
+        if host not in retired:
+            continue
+        service, r = retired[host]
+        now = f"answers 410 Gone" if r.redirect is None else f"redirects to {r.redirect}"
+        fix = "remove the line" if r.redirect is None else f"point it at {r.redirect} (or where people should go now) or remove the line"
+        problems.append(
+            Problem(
+                f"{source}:{link.line}",
+                f"keyword {link.keyword!r} leads to {host}, a name of services.{service}, retired on "
+                f"{r.date.isoformat()} (it {now}); {fix}",
+            )
+        )
+    return problems
+
+
+def check_retired(links: list[Link], retired: dict, source: str = SOURCE) -> list[Link]:
+    """`links`, or a ShortlinksError when any leads to a retired service (retired_problems)."""
+    problems = retired_problems(links, retired, source)
+    if problems:
+        raise ShortlinksError(problems, source)
+    return links

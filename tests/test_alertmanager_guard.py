@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from ops.lab import stop_process
+from lab.hosts import stop_process
 from render.roles import monitoring as mr
 from render.plan import LATE_MARK
 from render.roles import host_plan
@@ -26,6 +26,8 @@ from model.load import build_stack
 from tests.program_runs import raw
 from tests.test_monitoring_render import ALICE_PASSWORD, HASHES, _free_port, _wait_http, late_values, write_tree
 from tests.tools import need as _need
+
+pytestmark = pytest.mark.files
 
 WEBHOOK_TOKEN = "syt_room_token_that_must_stay_secret"
 SMTP_SECRET = "smtp-secret"

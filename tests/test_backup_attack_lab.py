@@ -14,7 +14,6 @@ old one). Runs in file order on one lab (module fixture).
 from __future__ import annotations
 
 import concurrent.futures
-import ipaddress
 import json
 import os
 import re
@@ -23,16 +22,19 @@ from pathlib import Path
 
 import pytest
 
-from ops.backuplab import DATA, OFFSITE_HOST, OFFSITE_PATH, TARGET, Layout, lab_hosts, prepare
-from ops.lab import Lab, available
+from lab.backup import DATA, OFFSITE_HOST, OFFSITE_PATH, TARGET, Layout, lab_hosts, prepare
+from lab.hosts import Lab, available
+from lab.subnets import subnets
 from render.roles import backup as rb
 from render import metrics
-from model import backup as backup_model
+from model import derive_backup as backup_model
 from tests.test_backup_lab import Ctx
 
+pytestmark = pytest.mark.lab
+
+NETS = subnets("tbatk")
 LAYOUT = Layout(
-    "tbatk", ipaddress.ip_network("10.213.130.0/24"), ipaddress.ip_network("10.213.131.0/24"),
-    ipaddress.ip_network("10.213.132.0/24"), clients=("c1", "c2", "c3"),
+    NETS.prefix, NETS.front, NETS.lan, NETS.vpn, clients=("c1", "c2", "c3"),
     # c2's data is ~10 MB: 40 MB holds its real backups and leaves room to fill.
     backup={"storage_quota": "5G", "storage_quotas": {"c2": "40M"}}, offsite_index=9,
 )

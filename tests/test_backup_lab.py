@@ -16,13 +16,15 @@ from dataclasses import dataclass, field
 import pytest
 
 from ops import restore_drill
-from ops.backuplab import (CLIENTS, DATA, FRONT, LAN, OFFSITE_HOST, OFFSITE_PATH, OFFSITE_USER, PREFIX, TARGET,
+from lab.backup import (CLIENTS, DATA, FRONT, LAN, OFFSITE_HOST, OFFSITE_PATH, OFFSITE_USER, PREFIX, TARGET,
                             lab_hosts, prepare, start_unit)
-from ops.lab import Lab, available
+from lab.hosts import Lab, available
 from ops.remote import Result
 from render.roles import backup as rb
 from render import metrics
-from model import backup as backup_model
+from model import derive_backup as backup_model
+
+pytestmark = pytest.mark.lab
 
 
 @dataclass

@@ -21,6 +21,8 @@ from render.roles import backup as rb
 from render import metrics
 from render.templates import TEMPLATES
 
+pytestmark = pytest.mark.files
+
 TOOL = TEMPLATES / "backup_target/borg-target.py"
 CLIENTS = ("c1", "c2")
 PASSPHRASE = "correct horse battery staple"

@@ -23,6 +23,8 @@ from ops import mockrun
 from model.errors import ConfigError, Problem
 from model.load import ROOT, build_stack, read_stack_config
 
+pytestmark = pytest.mark.program
+
 Raw = dict[str, Any]
 
 ALICE_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIAQUXk1MUG3ydirK9sPba3FC5udyujITAlKkWTcOShuC alice@hypha.coop"

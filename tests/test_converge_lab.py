@@ -16,15 +16,19 @@ import paramiko
 import pytest
 import testinfra
 
-from ops.lab import Lab, available, layout
-from ops.labstack import LabStack, boot_and_converge, lab_stack
+from lab.hosts import Lab, available, layout
+from lab.stack import LabStack, boot_and_converge, lab_stack
+from lab.subnets import subnets
 from ops.remote import LATE, Result, Session, can_login, converge
 from render.converge import converge_script, fill
 from render.roles.base import SSHD_DROPIN
 from render.roles import host_plan
 from model import derive
 
+pytestmark = pytest.mark.lab
+
 HOSTS = ("gw", "h1", "h2")
+NETS = subnets("hcv")
 POLICY = "Hardened Debian 12 (version 3)"
 SSH_AUDIT = str(Path(sys.executable).with_name("ssh-audit"))
 # Units whose start time must not move when nothing changed.
@@ -55,8 +59,9 @@ def ctx(tmp_path_factory):
     ok, why = available()
     if not ok:
         pytest.skip(f"lab unavailable: {why}")
-    ls = lab_stack("prod", hosts=HOSTS)
-    with Lab("hcv", layout(HOSTS[0], HOSTS[1:])) as lab:
+    ls = lab_stack("prod", hosts=HOSTS, front=NETS.front, lan=NETS.lan, vpn=NETS.vpn)
+    front, lan = str(NETS.front), str(NETS.lan)
+    with Lab(NETS.prefix, layout(HOSTS[0], HOSTS[1:], front=front, lan=lan), front=front, lan=lan) as lab:
         # Each VM's first boot with its real snippet, as on Proxmox; then converge, gateway first.
         c = Ctx(lab, ls, boot_and_converge(lab, ls))
         try:

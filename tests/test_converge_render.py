@@ -1,112 +1,27 @@
-"""Convergence, program and file tiers: every host gets a converge command, and every file it ships is
-accepted by the tool that reads it (shellcheck, nft -c, visudo, sshd -t, wg-quick, apt-config, sh -n)."""
+"""Convergence, file tier: every file a converge script ships is accepted by the tool that reads it
+(shellcheck, nft -c, visudo, sshd -t, wg-quick, apt-config, sh -n); the program tier is
+tests/test_converge_plan.py."""
 
 from __future__ import annotations
 
-import copy
-import hashlib
 import subprocess
+from functools import lru_cache
 from pathlib import Path
 
 import pytest
 
-from ops.mockrun import run_stack
-from render.converge import converge_script, late_names, script_digest
+from render import wire
+from render.converge import converge_script, late_names
 from render.roles import host_plan
+from render.roles import mail as rmail
 from model.derive import DEPLOY_USER
 from model import derive
-from model.load import build_stack
-from tests.program_runs import PROXMOX_VM, STACKS, model, raw, run
+from tests.program_runs import STACKS, model
 from tests.tools import need as _need
 
-COMMAND = "command:remote:Command"
-BOOTSTRAP = "hypha:infra:HostBootstrap"
-
-
-def _unwrap(value):
-    """Mocks keep secret inputs wrapped: {sig: ..., value: ...}."""
-    if isinstance(value, dict) and "value" in value and len(value) == 2:
-        return value["value"]
-    return value
-
-
-def _command(stack: str, host: str):
-    r = run(stack)
-    (component,) = [c for c in r.of_type(BOOTSTRAP) if c.name == host]
-    # A LAN host's component also holds its readiness probe (`<host>-ready`, tests/test_first_converge.py).
-    (command,) = [c for c in r.children(component) if c.name == f"{host}-converge"]
-    assert command.type == COMMAND
-    return command
-
-
-@pytest.mark.parametrize("stack", STACKS)
-def test_every_host_is_converged_by_one_command_triggered_by_its_script_hash(stack):
-    m = model(stack)
-    assert {c.name for c in run(stack).of_type(BOOTSTRAP)} == set(m.hosts)
-    for host in m.hosts:
-        cmd = _command(stack, host)
-        assert cmd.inputs["create"] == "sudo -n sh -s"
-        script = converge_script(m, host)
-        if late_names(script):
-            # Secrets and generated keys are filled in on the way: the stdin is a secret without placeholders.
-            stdin = _unwrap(cmd.inputs["stdin"])
-            assert {"stdin", "triggers"} <= cmd.secret_inputs
-            assert late_names(stdin) == [] and stdin.count("\n") == script.count("\n")
-            assert _unwrap(cmd.inputs["triggers"])[0] == script_digest(script)
-        else:
-            assert cmd.inputs["stdin"] == script
-            assert cmd.inputs["triggers"] == [hashlib.sha256(cmd.inputs["stdin"].encode()).hexdigest()]
-
-
-@pytest.mark.parametrize("stack", STACKS)
-def test_converge_goes_through_the_gateway_as_the_deploy_user_after_the_vm(stack):
-    m, r = model(stack), run(stack)
-    gw, gw_addr = derive.gateway_name(m), derive.gateway_address(m)
-    vm_children = {c.name: {x.urn for x in r.children(c)} for c in r.of_type(PROXMOX_VM)}
-    for host in m.hosts:
-        cmd = _command(stack, host)
-        assert "connection" in cmd.secret_inputs  # it carries the deploy key
-        conn = _unwrap(cmd.inputs["connection"])
-        assert conn["user"] == "deploy"
-        if host == gw:
-            assert conn["host"] == gw_addr and "proxy" not in conn
-        else:
-            assert conn["host"] == str(m.hosts[host].lan_ip)
-            assert conn["proxy"]["host"] == gw_addr and conn["proxy"]["user"] == "deploy"
-        assert vm_children[host] <= set(cmd.dependencies)
-
-
-def test_a_change_reaches_exactly_the_hosts_it_concerns():
-    base = raw("prod")
-    before = {h: script_digest(converge_script(model("prod"), h)) for h in model("prod").hosts}
-
-    one_service = copy.deepcopy(base)
-    one_service["services"]["loomio"]["port"] = 3001
-    changed = build_stack(one_service, "prod")
-    after = {h: script_digest(converge_script(changed, h)) for h in changed.hosts}
-    # The port opens on loomio, and the proxy's upstream for it moves; nobody else is touched.
-    assert {h for h in before if before[h] != after[h]} == {"loomio", "web1"}
-
-    new_key = copy.deepcopy(base)
-    new_key["people"]["alice"]["keys"].append(
-        "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIMXHOdLXG4lpjWMxIUrV+0ySWuv+gXfXiMd7LNq7PR6J alice-laptop"
-    )
-    changed = build_stack(new_key, "prod")
-    assert all(script_digest(converge_script(changed, h)) != before[h] for h in changed.hosts)
-
-
-def test_the_script_carries_no_secret():
-    from ops.mockrun import OFFLINE_SECRETS
-
-    r = run_stack("prod", secrets={**OFFLINE_SECRETS, "hypha-infra:deployPrivateKey": "SECRET-KEY-MATERIAL-123"})
-    for cmd in r.of_type(COMMAND):
-        assert "SECRET-KEY-MATERIAL-123" not in cmd.inputs["stdin"]
-        assert "SECRET-KEY-MATERIAL-123" in repr(cmd.inputs["connection"])  # only here, and it is secret
-        assert "connection" in cmd.secret_inputs
-
+pytestmark = pytest.mark.files
 
 # File tier: the daemons' own checkers on what the converge scripts ship.
-
 
 
 def _all_hosts():
@@ -139,14 +54,16 @@ def _nft_check(path: str) -> list[str]:
     return [_need("unshare", "util-linux"), "-rmn", "sh", "-c", script, "sh", str(passwd), _need("nft", "nftables"), path]
 
 
+# The converge's checkers (render/wire.py's table) as this machine runs them: the table's argv with
+# the command found here; nft in a namespace that has the deploy user; the zone's origin read here
+# as the host's shell reads it. tests/test_wire.py holds every table name to a test of it.
+def _table_argv(name: str):
+    return lambda p: wire.CHECKERS[name].command(p, _need)
+
+
 CHECKERS = {
     "nftables": lambda p: _nft_check(p),
-    "sudoers": lambda p: [_need("visudo", "sudo"), "-c", "-q", "-f", p],
-    "apt": lambda p: [_need("apt-config", "apt"), "-c", p, "dump"],
-    "shell": lambda p: ["sh", "-n", p],
-    "authorized_keys": lambda p: [_need("ssh-keygen", "openssh-client"), "-l", "-f", p],
-    "known_hosts": lambda p: [_need("ssh-keygen", "openssh-client"), "-l", "-f", p],
-    "named-checkconf": lambda p: [_need("named-checkconf", "bind9-utils"), p],
+    **{name: _table_argv(name) for name in ("sudoers", "apt", "shell", "authorized_keys", "known_hosts", "named-checkconf")},
     "named-checkzone": lambda p: [
         _need("named-checkzone", "bind9-utils"), "-q", "-k", "fail", "-m", "fail", "-M", "fail", "-n", "fail",
         "-S", "fail", "-i", "local", _origin(p), p,
@@ -164,7 +81,7 @@ def _origin(path: str) -> str:
 
 def _sample(name: str) -> str:
     """A real-looking late value of its kind (a key where a key goes), as the host would receive it."""
-    from ops.labstack import ssh_keypair
+    from lab.stack import ssh_keypair
 
     if name.startswith("hostkey/"):  # hostkey/<host>/<type>-<half>: an Ed25519 pair stands in for both types
         pair = ssh_keypair(name.rsplit("-", 1)[0])
@@ -174,7 +91,21 @@ def _sample(name: str) -> str:
         return ssh_keypair(name).public_line
     if kind == "ssh-key":
         return ssh_keypair(name).private_openssh
+    if kind in ("dkim-key", "dkim-record"):  # mail/dkim-key/<selector>: an RSA key and its record's p=
+        private, public = _rsa_keypair()
+        return private if kind == "dkim-key" else rmail.dkim_record(None, public)
     return f"sample-{name.replace('/', '-')}"
+
+
+@lru_cache(maxsize=1)
+def _rsa_keypair() -> tuple[str, str]:
+    """(private PEM, public PEM) of one RSA 2048 key, made once: a DKIM key as the program makes it."""
+    from cryptography.hazmat.primitives import serialization as ser
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    private = key.private_bytes(ser.Encoding.PEM, ser.PrivateFormat.TraditionalOpenSSL, ser.NoEncryption()).decode()
+    return private, key.public_key().public_bytes(ser.Encoding.PEM, ser.PublicFormat.SubjectPublicKeyInfo).decode()
 
 
 def _files(checker: str):
@@ -233,32 +164,6 @@ def test_wireguard_config_parses_and_has_a_peer_per_login_with_a_key(tmp_path, s
     assert {p.person for p in derive.vpn_peers(m)} == {
         n for n in derive.login_people(m) if m.people[n].wireguard is not None
     }
-
-
-def test_removing_a_person_removes_their_peer_and_their_login():
-    cfg = raw("staging")
-    cfg["access"]["members"].remove("dave")
-    m = build_stack(cfg, "staging")
-    plan = host_plan(m, derive.gateway_name(m))
-    wg = next(f for f in plan.files if f.path == "/etc/wireguard/wg0.conf").content
-    assert model("staging").people["dave"].wireguard.public_key not in wg
-    assert "/etc/ssh/authorized_keys/dave" not in {f.path for f in plan.files}
-    assert "dave" not in {a.name for a in plan.people}
-
-
-def test_the_dns_host_carries_the_zone_and_derives_its_serial_on_the_host():
-    from render.roles import dns
-
-    m = model("prod")
-    zone = dns.zone_name(m)
-    plans = {h: host_plan(m, h) for h in m.hosts}
-    carriers = {h for h, p in plans.items() if dns.body_path(zone) in {f.path for f in p.files}}
-    assert carriers == set(derive.hosts_with_role(m, "dns")) == {"dns"}
-    plan = plans["dns"]
-    assert [s.unit for s in plan.derive] == ["named"] and "bind9" in plan.packages
-    script = converge_script(m, "dns")
-    assert f"{dns.SERIAL_SCRIPT} {dns.body_path(zone)} {dns.live_path(zone)}" in script
-    assert all(not p.derive for h, p in plans.items() if h != "dns")
 
 
 def test_a_late_value_reaches_the_file_but_never_the_rendered_script(tmp_path):

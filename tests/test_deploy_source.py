@@ -1,4 +1,4 @@
-"""Program and file tier: the deploy key on LAN hosts is bound to the gateway's deploy address.
+"""Program tier (rendered files read, no tool run): the deploy key on LAN hosts is bound to the gateway's deploy address.
 
 Every session jumped through the bastion reaches a LAN host from the gateway; only the deploy user's
 leave from the deploy address (model/derive.py deploy_address), so LAN hosts' `from=` and SSH rules
@@ -16,6 +16,8 @@ from render.roles import host_plan
 from model import derive
 from model.load import load_stack
 from tests.test_bad_input import assert_reported, base_config, refusal
+
+pytestmark = pytest.mark.program
 
 STACKS = ("prod", "staging")
 

@@ -10,22 +10,23 @@ attack against the previous design (`from=` the gateway's LAN address) is shown 
 from __future__ import annotations
 
 import io
-import ipaddress
 
 import paramiko
 import pytest
 
-from ops.lab import available
-from ops.labstack import converged_lab
+from lab.hosts import available
+from lab.stack import converged_lab
+from lab.subnets import subnets
 from ops.remote import converge
 from render.roles.base import AUTHORIZED_KEYS_DIR
 from model import derive
 
+pytestmark = pytest.mark.lab
+
 HOSTS = ("gw", "h1")
 MEMBER = "dave"
-FRONT = ipaddress.ip_network("10.213.144.0/24")
-LAN = ipaddress.ip_network("10.213.145.0/24")
-VPN_CIDR = ipaddress.ip_network("10.213.146.0/24")
+NETS = subnets("tdep")
+FRONT, LAN, VPN_CIDR = NETS.front, NETS.lan, NETS.vpn
 DEPLOY_KEYS = f"{AUTHORIZED_KEYS_DIR}/{derive.DEPLOY_USER}"
 
 @pytest.fixture(scope="module")
@@ -34,7 +35,7 @@ def dep():
     if not ok:
         pytest.skip(f"lab unavailable: {why}")
     # Staging: members have a login on the bastion, so they can jump.
-    with converged_lab("tdep", "staging", HOSTS, (MEMBER,), FRONT, LAN, VPN_CIDR) as (lab, ls):
+    with converged_lab(NETS.prefix, "staging", HOSTS, (MEMBER,), FRONT, LAN, VPN_CIDR) as (lab, ls):
         yield {"lab": lab, "ls": ls}
 
 

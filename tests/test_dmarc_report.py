@@ -18,6 +18,8 @@ import pytest
 from render.templates import TEMPLATES
 from tests.tools import need
 
+pytestmark = pytest.mark.files
+
 SCRIPT = TEMPLATES / "mail" / "dmarc-report.py"
 
 

@@ -27,9 +27,12 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
 
 from render.roles import dns as rdns
-from model.dns import Dns, build_dns
+from model.check_dns import build_dns
+from model.dns import Dns
 from model.errors import ConfigError
 from model.load import load_stack
+
+pytestmark = pytest.mark.files
 
 NAMED_CHECKZONE = shutil.which("named-checkzone")
 NAMED_CHECKCONF = shutil.which("named-checkconf")

@@ -10,6 +10,8 @@ from pydantic import Field, create_model
 from ops import docs
 from model.stack import MAP_SECTIONS, SECTIONS, Host
 
+pytestmark = pytest.mark.program
+
 
 def _readme() -> str:
     return docs.README.read_text(encoding="utf-8")

@@ -19,6 +19,8 @@ from render.plan import ManagedFile, late
 from render.roles import host_plan
 from model.load import load_stack
 
+pytestmark = pytest.mark.files
+
 
 @pytest.fixture
 def plan():

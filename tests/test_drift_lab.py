@@ -9,14 +9,16 @@ import pytest
 import yaml
 
 from ops import drift
-from ops.lab import Lab, available, layout
-from ops.labstack import LabStack, boot_and_converge, lab_stack
+from lab.hosts import Lab, available, layout
+from lab.stack import LabStack, boot_and_converge, lab_stack
+from lab.subnets import subnets
 from render.roles import host_plan
 
+pytestmark = pytest.mark.lab
+
 HOSTS = ("gw", "h1", "h2")
-FRONT = "10.213.90.0/24"
-LAN = "10.213.91.0/24"
-VPN = "10.213.92.0/24"
+NETS = subnets("hdr")
+FRONT, LAN, VPN = str(NETS.front), str(NETS.lan), str(NETS.vpn)
 JOURNALD = "/etc/systemd/journald.conf.d/50-hypha.conf"
 
 
@@ -50,7 +52,7 @@ def ctx(tmp_path_factory):
     stack_file.write_text(yaml.safe_dump(ls.raw))
     key_file = ls.keys["deploy"].write(tmp / "deploy_ed25519")
     (tmp / "known_hosts").write_text(ls.known_hosts())  # as `pulumi stack output known_hosts` gives it
-    with Lab("hdr", layout(HOSTS[0], HOSTS[1:], front=FRONT, lan=LAN), front=FRONT, lan=LAN) as lab:
+    with Lab(NETS.prefix, layout(HOSTS[0], HOSTS[1:], front=FRONT, lan=LAN), front=FRONT, lan=LAN) as lab:
         results = boot_and_converge(lab, ls)
         assert all(r.ok for r in results.values()), {h: r.stderr for h, r in results.items()}
         yield Ctx(lab, ls, stack_file, key_file)

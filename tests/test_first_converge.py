@@ -18,6 +18,8 @@ from render.readiness import readiness_script
 from model import derive
 from tests.program_runs import STACKS, model, run, user_data
 
+pytestmark = pytest.mark.files
+
 COMMAND = "command:remote:Command"
 BOOTSTRAP = "hypha:infra:HostBootstrap"
 # The provider's own default for either leg (connection.go:32): about 11 s of retries.

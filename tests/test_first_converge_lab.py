@@ -1,40 +1,39 @@
 """Lab: a LAN host's first converge through the gateway, dialled exactly as pulumi-command 1.2.1 dials it.
 
 The program runs under mocks with the lab's config; the commands it registers (connection, create,
-stdin) are then run by ops.provider_runner, which follows the provider's connection code line by
+stdin) are then run by lab.command_provider, which follows the provider's connection code line by
 line: the bastion leg with its own limit, ONE direct-tcpip channel, the handshake retried on it.
 The LAN hosts boot slowly: sshd answers at once (as on an image that starts it early), while the
 real cloud-init stages run seconds apart; set_passwords restarts sshd midway and the deploy key
 arrives last. With the program's order (gateway, then the probe, then the converge) the converge
 succeeds on its first handshake; with main's order (the converge as soon as the VM exists) the same
 runner fails and never recovers, although a fresh dial at that moment gets in.
-The hosts get the lab's own host keys (ops.labstack) through the real snippet, and the program is
+The hosts get the lab's own host keys (lab.stack) through the real snippet, and the program is
 run with them as its tls keys: every command pins them on both legs, as after a real `pulumi up`.
 """
 
 from __future__ import annotations
 
-import ipaddress
 import threading
 import time
 
 import pytest
 
-from ops import lab as labmod
-from ops import provider_runner as pr
-from ops.lab import Lab, layout
-from ops.labstack import LabStack, lab_stack
+from lab import hosts as labmod
+from lab import command_provider as pr
+from lab.hosts import Lab, layout
+from lab.stack import LabStack, lab_stack
+from lab.subnets import subnets
 from ops.mockrun import OFFLINE_SECRETS, run_stack
 from render import hostkeys
 from model.load import PROJECT, build_stack
 from tests.program_runs import SNIPPET, child, snippet_source
 
 OK, WHY = labmod.available()
-pytestmark = pytest.mark.skipif(not OK, reason=WHY)
+pytestmark = [pytest.mark.lab, pytest.mark.skipif(not OK, reason=WHY)]
 
-FRONT = ipaddress.ip_network("10.213.125.0/24")
-LAN = ipaddress.ip_network("10.213.126.0/24")
-VPN = ipaddress.ip_network("10.213.127.0/24")
+NETS = subnets("tfirst")
+FRONT, LAN, VPN = NETS.front, NETS.lan, NETS.vpn
 HOSTS = ("gw", "h1", "h2")
 COMMAND = "command:remote:Command"
 PAUSE = 2.0
@@ -96,7 +95,7 @@ def first(tmp_path_factory):
     program = run_stack("prod", raw=ls.raw, secrets=secrets, tls_keys=ls.tls_keys())
     commands = {c.name: c for c in program.of_type(COMMAND)}
     snippets = {h: snippet_source(child(program, h, SNIPPET))["data"] for h in HOSTS}
-    with Lab("tfirst", layout(HOSTS[0], HOSTS[1:], front=str(FRONT), lan=str(LAN)), front=str(FRONT), lan=str(LAN)) as lab:
+    with Lab(NETS.prefix, layout(HOSTS[0], HOSTS[1:], front=str(FRONT), lan=str(LAN)), front=str(FRONT), lan=str(LAN)) as lab:
         # The gateway first, as the program orders it: its own boot, then its converge (dialled directly).
         lab.first_boot("gw", user_data(ls, "gw"))
         gw = pr.run_inputs(commands["gw-converge"].inputs)

@@ -34,6 +34,8 @@ from model.errors import ConfigError
 from model.load import KNOWN_SECTIONS, PROJECT, ROOT, build_stack, load_stack, read_stack_config
 from model.secrets import SECRET_KEYS
 
+pytestmark = pytest.mark.program
+
 _COMMON = dict(database=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 # Deadlines catch a hang (an alias bomb, a quadratic walk) as a failure of that example; generous,
 # as the machine is shared and hypothesis re-runs an example before calling it slow. `make test`

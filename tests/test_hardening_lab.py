@@ -6,7 +6,6 @@ Debian patch level, the base sysctls hold, and lynis' hardening index on a base 
 
 from __future__ import annotations
 
-import ipaddress
 import re
 import socket
 import subprocess
@@ -14,16 +13,18 @@ import sys
 
 import pytest
 
-from ops.lab import Lab, available, layout
-from ops.labstack import boot_and_converge, lab_stack
+from lab.hosts import Lab, available, layout
+from lab.stack import boot_and_converge, lab_stack
+from lab.subnets import subnets
 from ops.remote import converge
 from model import derive
 
+pytestmark = pytest.mark.lab
+
 HOSTS = ("gw", "h1")
 MEMBER = "dave"
-FRONT = ipaddress.ip_network("10.213.138.0/24")
-LAN = ipaddress.ip_network("10.213.139.0/24")
-VPN_CIDR = ipaddress.ip_network("10.213.140.0/24")
+NETS = subnets("thard")
+FRONT, LAN, VPN_CIDR = NETS.front, NETS.lan, NETS.vpn
 # Measured on a converged base host with this branch's parent (c91bf69), same lab shape.
 LYNIS_INDEX_BEFORE = 64
 
@@ -50,7 +51,7 @@ def hard():
     if not ok:
         pytest.skip(f"lab unavailable: {why}")
     ls = lab_stack("staging", hosts=HOSTS, members=(MEMBER,), front=FRONT, lan=LAN, vpn=VPN_CIDR)
-    with Lab("thard", layout(HOSTS[0], HOSTS[1:], front=str(FRONT), lan=str(LAN)), front=str(FRONT), lan=str(LAN)) as lab:
+    with Lab(NETS.prefix, layout(HOSTS[0], HOSTS[1:], front=str(FRONT), lan=str(LAN)), front=str(FRONT), lan=str(LAN)) as lab:
         results = boot_and_converge(lab, ls)
         for h, r in results.items():
             assert r.ok, f"{h}: {r.stdout}{r.stderr}"

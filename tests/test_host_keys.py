@@ -19,6 +19,8 @@ from render.roles import host_plan
 from model import derive
 from tests.program_runs import SNIPPET, STACKS, child, model, raw, run, snippet_source
 
+pytestmark = pytest.mark.files
+
 COMMAND = "command:remote:Command"
 KEY = "tls:index/privateKey:PrivateKey"
 
@@ -204,8 +206,8 @@ def test_backup_clients_pin_the_targets_key_and_learn_no_other(stack):
 
     m = model(stack)
     assert "StrictHostKeyChecking=yes" in backup.ssh_command() and "accept-new" not in backup.ssh_command()
-    target = backup.spec.target_name(m)
-    for client in backup.spec.clients(m):
+    target = backup.backup_model.target_name(m)
+    for client in backup.backup_model.clients(m):
         f = next(f for f in host_plan(m, client).files if f.path == backup.CLIENT_KNOWN_HOSTS)
         assert f.content == f"{m.hosts[target].lan_ip} " + hostkeys.late_name(target, "ed25519", "public").join(
             ["\x00late:", "\x00"])
@@ -223,7 +225,7 @@ def test_the_plan_says_where_the_keys_come_from_and_which_addresses_they_cover()
 
 
 def _key_line(comment: str) -> str:
-    from ops.labstack import ssh_keypair
+    from lab.stack import ssh_keypair
 
     return " ".join(ssh_keypair(comment).public_line.split()[:2])
 
@@ -295,7 +297,7 @@ def _rotation_values(material: dict) -> dict:
 def test_the_rotation_script_is_shellcheck_clean_and_installs_the_new_keys(tmp_path):
     import shutil
 
-    from ops.labstack import host_key_material
+    from lab.stack import host_key_material
 
     script = hostkeys.rotation_script("web1", 1)
     (tmp_path / "raw.sh").write_text(script)
@@ -314,7 +316,7 @@ def test_the_rotation_script_is_shellcheck_clean_and_installs_the_new_keys(tmp_p
 
 
 def test_a_rotation_with_a_mismatched_pair_changes_nothing(tmp_path):
-    from ops.labstack import host_key_material
+    from lab.stack import host_key_material
 
     material, other = host_key_material(), host_key_material()
     result, etc = _rotation_run(tmp_path, _rotation_values({**material, "ed25519-public": other["ed25519-public"]}))

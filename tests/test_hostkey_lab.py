@@ -1,6 +1,6 @@
 """Host tier: hosts answer with the keys the program made, and a host with another key is refused by every client.
 
-The lab makes its own keys where Pulumi's would be (ops.labstack.host_key_material) and delivers them
+The lab makes its own keys where Pulumi's would be (lab.stack.host_key_material) and delivers them
 the way a VM gets them: the real cloud-init on the real snippet. A man in the middle is a host whose
 sshd answers with another key (the key swapped on the host, or on the gateway in front of it).
 """
@@ -17,17 +17,19 @@ import pytest
 import yaml
 
 from ops import drift, remote
-from ops.lab import Lab, available, layout
-from ops.labstack import LabStack, boot_and_converge, host_key_material, lab_stack
+from lab.hosts import Lab, available, layout
+from lab.stack import LabStack, boot_and_converge, host_key_material, lab_stack
+from lab.subnets import subnets
 from ops.remote import HostKeyMismatch, HostKeyUnknown, Pins, Session, converge
 from render import hostkeys
 from render.converge import fill
 from model import derive
 
+pytestmark = pytest.mark.lab
+
 HOSTS = ("gw", "h1")
-FRONT = "10.213.120.0/24"
-LAN = "10.213.121.0/24"
-VPN = "10.213.122.0/24"
+NETS = subnets("tmitm")
+FRONT, LAN, VPN = str(NETS.front), str(NETS.lan), str(NETS.vpn)
 POLICY = "Hardened Debian 12 (version 3)"
 SSH_AUDIT = str(Path(sys.executable).with_name("ssh-audit"))
 STATE = "/var/lib/hypha-infra"
@@ -68,7 +70,7 @@ def ctx(tmp_path_factory):
         pytest.skip(f"lab unavailable: {why}")
     ls = lab_stack("prod", hosts=HOSTS, members=(), front=ipaddress.ip_network(FRONT), lan=ipaddress.ip_network(LAN),
                    vpn=ipaddress.ip_network(VPN))
-    with Lab("tmitm", layout(HOSTS[0], HOSTS[1:], front=FRONT, lan=LAN), front=FRONT, lan=LAN) as lab:
+    with Lab(NETS.prefix, layout(HOSTS[0], HOSTS[1:], front=FRONT, lan=LAN), front=FRONT, lan=LAN) as lab:
         results = boot_and_converge(lab, ls)
         assert all(r.ok for r in results.values()), {h: r.stdout + r.stderr for h, r in results.items()}
         yield Ctx(lab, ls, tmp_path_factory.mktemp("hostkey"))

@@ -14,20 +14,21 @@ from pathlib import Path
 
 import pytest
 
-from ops import lab as labmod
-from ops.lab import Lab, LabError, LabHost, layout
+from lab import hosts as labmod
+from lab.hosts import Lab, LabError, LabHost, layout
+from lab.subnets import subnets
 
 OK, WHY = labmod.available()
-pytestmark = pytest.mark.skipif(not OK, reason=WHY)
+pytestmark = [pytest.mark.lab, pytest.mark.skipif(not OK, reason=WHY)]
 
 ROOT = Path(__file__).resolve().parent.parent
-# Each lab in this file has its own prefix and ranges, so they may overlap in time with each other and
-# with a developer's `python -m ops.lab up` (which uses the defaults 10.213.0.0/24 and 10.213.1.0/24).
-FRONT, LAN = "10.213.20.0/24", "10.213.21.0/24"
+# Each lab in this file has its own prefix and ranges (lab/subnets.py), so they may overlap in time with
+# each other and with a developer's `python -m lab up` (the demo lab's ranges).
+FRONT, LAN = str(subnets("tlab").front), str(subnets("tlab").lan)
 
 
 def _leftovers(prefix: str) -> list[str]:
-    """Anything of lab `prefix` still on this machine, found without asking ops.lab."""
+    """Anything of lab `prefix` still on this machine, found without asking lab.hosts."""
     found = []
     names = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout.split()
     found += [f"netns {n}" for n in names if n.startswith(prefix + "-")]
@@ -175,11 +176,12 @@ def test_a_client_on_the_front_network_reaches_only_the_front(lab):
 
 
 def test_teardown_leaves_nothing_and_may_run_twice():
-    front, lan = "10.213.22.0/24", "10.213.23.0/24"
-    one = Lab("tlabx", [LabHost("solo", "10.213.23.2", "10.213.22.2")], front=front, lan=lan)
+    nets = subnets("tlabx")
+    front, lan = str(nets.front), str(nets.lan)
+    one = Lab("tlabx", [LabHost("solo", str(nets.lan[2]), str(nets.front[2]))], front=front, lan=lan)
     with one:
         assert one.run("solo", "hostname").stdout.strip() == "solo"
-        one.add_client("peer", "10.213.22.9")
+        one.add_client("peer", str(nets.front[9]))
         assert _leftovers("tlabx")
         assert _routes(lan) and _routes(lan)[0].get("type") == "unreachable"
     print(f"\nlab: 1 host down in {one.timings['down']:.2f} s")
@@ -190,17 +192,19 @@ def test_teardown_leaves_nothing_and_may_run_twice():
 
 
 def test_a_failed_bring_up_reports_the_hosts_log_and_cleans_up():
-    failing = Lab("tlabf", [LabHost("slow", "10.213.27.2", "10.213.26.2")], front="10.213.26.0/24",
-                  lan="10.213.27.0/24", boot_timeout=0.0)
+    nets = subnets("tlabf")
+    failing = Lab("tlabf", [LabHost("slow", str(nets.lan[2]), str(nets.front[2]))], front=str(nets.front),
+                  lan=str(nets.lan), boot_timeout=0.0)
     with pytest.raises(LabError, match=r"(?s)not up after .*last \d+ lines of .*slow\.log"):
         failing.up()
     assert _leftovers("tlabf") == []
 
 
 def test_leftovers_of_a_crashed_run_are_swept_before_the_next_one():
-    prefix, front, lan = "tlabc", "10.213.24.0/24", "10.213.25.0/24"
+    prefix = "tlabc"
+    front, lan = str(subnets(prefix).front), str(subnets(prefix).lan)
     cli = subprocess.Popen(
-        [sys.executable, "-m", "ops.lab", "up", "--prefix", prefix, "--front", front, "--lan", lan,
+        [sys.executable, "-m", "lab", "up", "--prefix", prefix, "--front", front, "--lan", lan,
          "--hosts", "", "--seconds", "60"],
         cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )

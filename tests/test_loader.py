@@ -19,6 +19,8 @@ from model import load
 from model.errors import MAX_MESSAGE, OVER_CAPACITY, ConfigError, Problem
 from model.load import ROOT, build_stack, load_stack, read_stack_config
 
+pytestmark = pytest.mark.program
+
 STAGING = (ROOT / "Pulumi.staging.yaml").read_bytes()
 
 

@@ -16,12 +16,13 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from components.mail import public_key_record
 from render.plan import LATE_MARK
 from render.roles import dns as render_dns
 from render.roles import mail
 from tests.program_runs import STACKS, model
 from tests.test_mail_render import MAIL_HOST, files, plan_file
+
+pytestmark = pytest.mark.files
 
 
 def _need(tool: str, package: str) -> str:
@@ -49,7 +50,7 @@ def filled(content: str, rsa_key) -> str:
         if name.startswith("mail/dkim-key/"):
             return pem
         if name.startswith("mail/dkim-record/"):
-            return public_key_record(public)
+            return mail.dkim_record(None, public)
         return f"sample-{name.replace('/', '-')}"
 
     return LATE_MARK.sub(value, content)
@@ -81,17 +82,16 @@ def test_the_zone_publishes_the_mail_hosts_key_and_it_passes_named_checkzone(tmp
 
 
 def postfix_check(config_dir: Path) -> subprocess.CompletedProcess:
-    """What the converge script's check_postfix runs: `postfix check`, then postconf on main.cf and
-    master.cf, with any warning (an unknown parameter, a bad service line) counted as a failure."""
-    postfix, postconf = _need("postfix", "postfix"), _need("postconf", "postfix")
-    out = subprocess.run([postfix, "-c", str(config_dir), "check"], capture_output=True, text=True, timeout=60)
-    errors = out.stderr
+    """What the converge script's check_postfix runs: postconf on main.cf and master.cf, with any
+    warning (an unknown parameter, a bad service line) counted as a failure."""
+    postconf = _need("postconf", "postfix")
+    errors = ""
     for flag in ("-n", "-M"):
         step = subprocess.run([postconf, "-c", str(config_dir), flag], capture_output=True, text=True, timeout=60)
         errors += step.stderr
         if step.returncode:
             return step
-    return subprocess.CompletedProcess(out.args, 1 if errors.strip() or out.returncode else 0, "", errors)
+    return subprocess.CompletedProcess(step.args, 1 if errors.strip() else 0, "", errors)
 
 
 def candidate(tmp_path: Path, host_files: dict[str, str]) -> Path:
@@ -108,8 +108,7 @@ def candidate(tmp_path: Path, host_files: dict[str, str]) -> Path:
 
 @pytest.mark.parametrize("stack", STACKS)
 @pytest.mark.parametrize("host", [MAIL_HOST, "web1", "gateway"])
-def test_postfix_config_passes_postfix_check_and_postconf(tmp_path, stack, host):
-    _need("postfix", "postfix")
+def test_postfix_config_passes_postconf_with_no_warning(tmp_path, stack, host):
     result = postfix_check(candidate(tmp_path, files(stack, host)))
     assert result.returncode == 0, result.stderr
 

@@ -8,7 +8,6 @@ import email
 import email.policy
 import email.utils
 import io
-import ipaddress
 import json
 import os
 import re
@@ -24,19 +23,19 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from components.mail import public_key_record
 from model.load import build_stack
-from ops.lab import HOST_ENV, Lab, LabHost, available, stop_process
-from ops.labstack import PEBBLE_PORT, WebLabStack, _acme_server_ca, boot_and_converge, lab_stack
+from lab.hosts import HOST_ENV, Lab, LabHost, available, stop_process
+from lab.stack import PEBBLE_PORT, WebLabStack, _acme_server_ca, boot_and_converge, lab_stack
+from lab.subnets import subnets
 from ops.remote import Result, converge
 from render.roles import mail as rmail
 # pebble as the web lab runs it: in the root namespace, resolving through the lab's name server.
 from tests.test_web_lab import _pebble_root, _start_pebble
 
+pytestmark = pytest.mark.lab
+
 PREFIX = "tmail"
-FRONT = ipaddress.ip_network("10.213.150.0/24")
-LAN = ipaddress.ip_network("10.213.151.0/24")
-VPN = ipaddress.ip_network("10.213.152.0/24")
+FRONT, LAN, VPN = subnets(PREFIX).front, subnets(PREFIX).lan, subnets(PREFIX).vpn
 DOMAIN = "hypha.coop"
 SELECTOR = "lab2026"
 JUDGE = "judge"
@@ -104,8 +103,8 @@ def mail_lab_stack() -> WebLabStack:
     pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.TraditionalOpenSSL,
                             serialization.NoEncryption()).decode()
     public = key.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo).decode()
-    # What components/mail.py makes from the tls.PrivateKey, made here from the lab's own key.
-    late = {rmail.key_late(SELECTOR): pem, rmail.record_late(SELECTOR): public_key_record(public)}
+    # What components/late.py makes from the tls.PrivateKey (kinds rsa-keypair-*), from the lab's own key.
+    late = {rmail.key_late(SELECTOR): pem, rmail.record_late(SELECTOR): rmail.dkim_record(None, public)}
     hosts = [LabHost("gw", str(n[1]), str(f[1])), LabHost("dns", str(n[3]), str(f[3])),
              LabHost("lists", str(n[4]), str(f[4])), LabHost("ext", str(n[9]), str(f[9]))]
     return WebLabStack(

@@ -4,9 +4,14 @@ from __future__ import annotations
 
 import copy
 
+import pytest
+
 from model.load import read_stack_config
 from ops.mockrun import run_stack
-from tests.test_policy import ZONE, file_of, fresh, messages, passes, set_file
+from tests.policy_cases import ZONE, file_of, fresh, set_file
+from tests.test_policy import messages, passes
+
+pytestmark = pytest.mark.program
 
 POLICY = "dmarc-enforced-only-when-signed"
 DKIM_CONF = "/etc/opendkim.conf"

@@ -18,6 +18,8 @@ from render.roles import host_plan
 from render.roles import mail
 from tests.program_runs import STACKS, model, run
 
+pytestmark = pytest.mark.program
+
 MAIL_HOST = "lists"
 
 
@@ -186,7 +188,7 @@ def test_the_converge_script_runs_the_mail_checkers(stack):
 def test_the_monitoring_host_scrapes_the_postfix_exporter_and_probes_starttls_on_port_25():
     import yaml
 
-    from model.mail import EXPORTER_PORT
+    from model.derive_mail import EXPORTER_PORT
     from render.roles import monitoring as mr
 
     m = model("prod")

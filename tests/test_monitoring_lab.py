@@ -3,7 +3,6 @@ its Prometheus asked over HTTP from where VPN members arrive (the gateway), as t
 
 from __future__ import annotations
 
-import ipaddress
 import json
 import sys
 import time
@@ -14,17 +13,18 @@ import bcrypt
 import paramiko
 import pytest
 
-from ops.lab import Lab, available, layout
-from ops.labstack import LabStack, boot_and_converge, lab_stack
+from lab.hosts import Lab, available, layout
+from lab.stack import LabStack, boot_and_converge, lab_stack
+from lab.subnets import subnets
 from ops.remote import Result, converge
 from render.roles import monitoring as mr
 from model.load import build_stack
-from model.monitoring import ALERTMANAGER_PORT, PROMETHEUS_PORT
+from model.derive_monitoring import ALERTMANAGER_PORT, PROMETHEUS_PORT
+
+pytestmark = pytest.mark.lab
 
 PREFIX = "hmo"
-FRONT = ipaddress.ip_network("10.213.80.0/24")
-LAN = ipaddress.ip_network("10.213.81.0/24")
-VPN = ipaddress.ip_network("10.213.82.0/24")
+FRONT, LAN, VPN = subnets(PREFIX).front, subnets(PREFIX).lan, subnets(PREFIX).vpn
 HOSTS = ("gw", "app", "mon")  # lab_stack gives the last one the monitoring role
 SERVICE_PORT = 8080
 # Short, so a stopped exporter shows within seconds; the production default is 30s.

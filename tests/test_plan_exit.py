@@ -8,6 +8,9 @@ import subprocess
 import sys
 from ops import plan
 from model.load import ROOT, read_stack_config
+import pytest
+
+pytestmark = pytest.mark.program
 
 README = (ROOT / "README.md").read_text()
 

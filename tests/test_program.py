@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import ast
-import base64
 import hashlib
 import re
 from pathlib import Path
@@ -11,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from ops.mockrun import plain, run_stack
-from model import backup, derive
+from model import derive, derive_backup as backup
+from render import wire
 from tests.program_runs import (
     CLUSTER_FIREWALL,
     FW_OPTIONS,
@@ -31,6 +31,8 @@ from tests.program_runs import (
     user_data,
     written_files,
 )
+
+pytestmark = pytest.mark.program
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -98,12 +100,11 @@ def test_stack_name_alone_changes_nothing_but_names():
                     assert triggers == [hashlib.sha256(items["stdin"].encode()).hexdigest()]
                 # Files travel base64-encoded: decoded, a name inside one (monitoring's `stack` label) is seen too.
                 stdin = items["stdin"]["value"] if isinstance(items["stdin"], dict) else items["stdin"]
-                items["stdin"] = re.sub(
-                    r"(?<=<<'HYPHA_EOF'\n)(.*?)(?=\nHYPHA_EOF)",
-                    lambda m: "".join(base64.b64decode(line).decode(errors="replace") for line in m.group(1).split("\n")),
-                    stdin,
-                    flags=re.S,
-                ).replace(f"stack: {stack}", "stack: X")
+                for call in reversed(wire.parse_stages(stdin)):
+                    start, end = call.span
+                    fields = (call.index, call.path, call.mode, call.owner, call.group, call.unit, call.action, call.check)
+                    stdin = stdin[:start] + f"{fields}\n{call.content()}" + stdin[end:]
+                items["stdin"] = stdin.replace(f"stack: {stack}", "stack: X")
             text = repr(sorted(items.items())).replace(f"stack {stack}", "stack X")
             text = text.replace(f"hypha-{stack}-", "hypha-X-").replace(f"'{stack}'", "'X'")
             out[(r.type, r.name)] = text

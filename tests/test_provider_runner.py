@@ -1,4 +1,4 @@
-"""The provider runner's retry schedule and inputs are pulumi-command 1.2.1's (ops/provider_runner.py cites the lines)."""
+"""The provider runner's retry schedule and inputs are pulumi-command 1.2.1's (lab/command_provider.py cites the lines)."""
 
 from __future__ import annotations
 
@@ -11,8 +11,10 @@ import paramiko
 import pytest
 
 from components.host_bootstrap import DIAL_ERROR_LIMIT
-from ops import provider_runner as pr
-from ops.labstack import ssh_keypair
+from lab import command_provider as pr
+from lab.stack import ssh_keypair
+
+pytestmark = pytest.mark.program
 
 
 def _failing(n_failures: int, value: str = "client"):

@@ -16,15 +16,18 @@ from render.roles import host_plan
 from model import derive
 from tests.program_runs import STACKS, model
 
+pytestmark = pytest.mark.files
+
 NGINX = shutil.which("nginx") or ("/usr/sbin/nginx" if Path("/usr/sbin/nginx").exists() else None)
 GIXY = str(Path(sys.executable).with_name("gixy"))
 
 
-def _candidate(tmp_path: Path, stack: str) -> Path:
-    """Debian's /etc/nginx with the proxy host's managed files over it, the way check_nginx builds it."""
+def _candidate(tmp_path: Path, stack: str, m=None) -> Path:
+    """Debian's /etc/nginx with the proxy host's managed files over it, the way check_nginx builds it
+    (for the committed config of `stack`, or the model `m`)."""
     if NGINX is None or not Path("/etc/nginx/nginx.conf").exists():
         pytest.fail("nginx is missing; run `make setup` (Debian package nginx)")
-    m = model(stack)
+    m = m or model(stack)
     (host,) = derive.hosts_with_role(m, "reverse_proxy")
     plan = host_plan(m, host)
     root = tmp_path / "nginx"

@@ -19,6 +19,8 @@ from jinja2 import nodes
 from render import quote
 from render.templates import TEMPLATES, environment
 
+pytestmark = pytest.mark.files
+
 FIXTURES = Path(__file__).parent / "fixtures" / "quoting"
 
 # Which templates are read by a shell, and which by systemd (unit files, drop-ins, unit-style confs).

@@ -12,6 +12,8 @@ import yaml
 from render.roles.base import SSHD_DROPIN as SSHD_DROPIN_PATH
 from tests.program_runs import SNIPPET, STACKS, run, snippet_source
 
+pytestmark = pytest.mark.files
+
 CLOUD_INIT = shutil.which("cloud-init")
 SSHD = shutil.which("sshd") or ("/usr/sbin/sshd" if Path("/usr/sbin/sshd").exists() else None)
 
@@ -152,7 +154,7 @@ def _banner(main: Path) -> str:
     import socket
     import time
 
-    from ops.lab import stop_process
+    from lab.hosts import stop_process
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

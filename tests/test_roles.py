@@ -11,6 +11,8 @@ from render import roles as render_roles
 from render.plan import HostPlan
 from render.roles import every_role, host_plan
 
+pytestmark = pytest.mark.program
+
 STACKS = ("staging", "prod")
 
 

@@ -17,6 +17,8 @@ from render import shortlinks
 from render.shortlinks import Link, ShortlinksError, nginx_quote, parse, render_location, render_map
 from model.errors import ConfigError
 
+pytestmark = pytest.mark.files
+
 HOST = "link.hypha.coop"
 NGINX = shutil.which("nginx") or ("/usr/sbin/nginx" if Path("/usr/sbin/nginx").exists() else None)
 

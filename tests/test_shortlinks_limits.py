@@ -12,6 +12,8 @@ from render import shortlinks
 from render.shortlinks import MAX_KEYWORD, Link, ShortlinksError, parse, resolve
 from tests.test_shortlinks import HOST, _free_port, _nginx_conf, _nginx_t
 
+pytestmark = pytest.mark.program
+
 HEADER = "keyword,destination_url\n"
 
 

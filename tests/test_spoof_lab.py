@@ -7,7 +7,6 @@ so they reached LAN hosts masqueraded as the gateway, the address LAN hosts trus
 
 from __future__ import annotations
 
-import ipaddress
 import re
 import subprocess
 import sys
@@ -15,17 +14,19 @@ import uuid
 
 import pytest
 
-from ops.lab import Lab, available, layout, stop_process
-from ops.labstack import boot_and_converge, lab_stack
+from lab.hosts import Lab, available, layout, stop_process
+from lab.stack import boot_and_converge, lab_stack
+from lab.subnets import subnets
 from model import derive
 from tests.test_vpn_lab import MEMBER, _probe, _start_member_tunnel, _tunnels
 
+pytestmark = pytest.mark.lab
+
 HOSTS = ("gw", "h1")
-FRONT = ipaddress.ip_network("10.213.135.0/24")
-LAN = ipaddress.ip_network("10.213.136.0/24")
-VPN_CIDR = ipaddress.ip_network("10.213.137.0/24")
-ATTACKER_ADDRESS = "10.213.135.66"
-MEMBER_ADDRESS = "10.213.135.50"
+NETS = subnets("tspoof")
+FRONT, LAN, VPN_CIDR = NETS.front, NETS.lan, NETS.vpn
+ATTACKER_ADDRESS = str(FRONT[66])
+MEMBER_ADDRESS = str(FRONT[50])
 # A UDP port h1 does not serve: the sniffer sees frames before h1's own firewall drops them, so
 # "nothing arrived" means the gateway did not forward, not that h1 dropped it.
 PORT = 40999
@@ -71,7 +72,7 @@ def spoof(tmp_path_factory):
         pytest.skip(f"lab unavailable: {why}")
     ls = lab_stack("staging", hosts=HOSTS, members=(MEMBER,), front=FRONT, lan=LAN, vpn=VPN_CIDR)
     tmp = tmp_path_factory.mktemp("spoof")
-    with Lab("tspoof", layout(HOSTS[0], HOSTS[1:], front=str(FRONT), lan=str(LAN)), front=str(FRONT), lan=str(LAN)) as lab:
+    with Lab(NETS.prefix, layout(HOSTS[0], HOSTS[1:], front=str(FRONT), lan=str(LAN)), front=str(FRONT), lan=str(LAN)) as lab:
         results = boot_and_converge(lab, ls)
         for h, r in results.items():
             assert r.ok, f"{h}: {r.stdout}{r.stderr}"

@@ -23,6 +23,8 @@ from model.load import ROOT, build_stack, read_stack_config
 from model.stack import MAP_SECTIONS, SECTIONS
 from model.secrets import SECRET_KEYS, clear_text_secrets_from_engine
 
+pytestmark = pytest.mark.files
+
 
 @functools.lru_cache(maxsize=None)
 def _committed(stack: str) -> dict:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import copy
-import ipaddress
 import re
 import subprocess
 import sys
@@ -12,20 +11,22 @@ from pathlib import Path
 
 import pytest
 
-from ops.lab import Lab, available, layout, stop_process
-from ops.labstack import boot_and_converge, lab_stack
+from lab.hosts import Lab, available, layout, stop_process
+from lab.stack import boot_and_converge, lab_stack
+from lab.subnets import subnets
 from ops.remote import converge
 from model import derive
 from model.load import build_stack
+
+pytestmark = pytest.mark.lab
 
 HOSTS = ("gw", "h1")
 MEMBER = "dave"
 # Ranges of its own, so nothing another lab module left behind (neighbour entries, connections)
 # can meet this lab's addresses.
-FRONT = ipaddress.ip_network("10.213.10.0/24")
-LAN = ipaddress.ip_network("10.213.11.0/24")
-VPN_CIDR = ipaddress.ip_network("10.213.12.0/24")
-CLIENT_ADDRESS = "10.213.10.50"
+NETS = subnets("hvp")
+FRONT, LAN, VPN_CIDR = NETS.front, NETS.lan, NETS.vpn
+CLIENT_ADDRESS = str(FRONT[50])
 
 
 def _probe(lab: Lab, ns: str, address: str, port: int = 22, timeout: float = 2.0) -> bool:

@@ -19,8 +19,8 @@ from typing import Optional
 
 import pytest
 
-from ops.lab import HOST_ENV, Lab, available, stop_process
-from ops.labstack import (
+from lab.hosts import HOST_ENV, Lab, available, stop_process
+from lab.stack import (
     DKIM_SELECTOR,
     PEBBLE_MANAGEMENT_PORT,
     PEBBLE_PORT,
@@ -36,6 +36,8 @@ from render import shortlinks
 from render.roles.reverse_proxy import TLS_DIR, certificates
 from model.load import build_stack
 from model.stack import Stack
+
+pytestmark = pytest.mark.lab
 
 PREFIX = "hweb"
 HOST_PATH = HOST_ENV["PATH"]

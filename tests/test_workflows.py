@@ -17,6 +17,8 @@ import yaml
 
 from model.load import ROOT
 
+pytestmark = pytest.mark.files
+
 ACTIONLINT = str(Path(sys.executable).with_name("actionlint"))
 WORKFLOWS = ROOT / ".github" / "workflows"
 FILES = sorted(WORKFLOWS.glob("*.yml"))

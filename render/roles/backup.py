@@ -1,18 +1,18 @@
 """The backup_target role (borg repositories, prune, offsite copy, drill) and every data host's borgmatic client.
 
 Secrets never appear here: passphrases and private keys are `late()` placeholders, filled on the
-way to the host's stdin (components/backup.py makes them).
+way to the host's stdin (components/late.py makes them from LATE below).
 """
 
 from __future__ import annotations
 
 import json
 
-from model import backup as backup_model
+from model import derive_backup as backup_model
 from model.stack import Stack
 
 from .. import hostkeys, metrics, quote
-from ..plan import HostPlan, ManagedFile, Role, late
+from ..plan import HostPlan, LateValue, ManagedFile, Role, late
 from ..templates import TEMPLATES, render, render_shell
 
 BORG_USER = backup_model.BORG_USER
@@ -64,8 +64,9 @@ def late_names_for(stack: Stack, host: str) -> list[str]:
     """The `borg/...` late values a host's files need (for docs and tests)."""
     if host in backup_model.clients(stack):
         return [f"borg/passphrase/{host}", f"borg/ssh-key/{host}"]
-    if host == backup_model.target_name(stack) and backup_model.clients(stack):
+    if host == backup_model.target_name(stack) and (backup_model.clients(stack) or backup_model.kept(stack)):
         names = [f"borg/passphrase/{c}" for c in backup_model.clients(stack)] + [f"borg/ssh-pubkey/{c}" for c in backup_model.clients(stack)]
+        names += [f"borg/passphrase/{c}" for c in backup_model.kept(stack)]
         if stack.backup.offsite is not None:
             names.append("borg/offsite/ssh-key")
         return names
@@ -247,7 +248,9 @@ def backup_target(stack: Stack, host: str, plan: HostPlan) -> None:
         # Plain Python, not a template: it is the same on every target (its config is the JSON above).
         ManagedFile(TARGET_TOOL, (TEMPLATES / "backup_target/borg-target.py").read_text(), mode="0755", check="python"),
     ]
-    for c in clients:
+    # A removed host's repository stays readable while a retired service keeps its data declared
+    # (model.derive_backup.kept): without its passphrase file here, the converge would delete the one copy.
+    for c in [*clients, *backup_model.kept(stack)]:
         plan.files.append(ManagedFile(f"{PASSPHRASE_DIR}/{c}", late(f"borg/passphrase/{c}") + "\n", mode="0600"))
     if b.offsite is not None:
         o = b.offsite
@@ -283,5 +286,20 @@ def backup_target(stack: Stack, host: str, plan: HostPlan) -> None:
 # Two roles in one module, as they share the repository layout: the target one picks, and the client
 # every host that holds data is (not a role one picks; render/roles/__init__.py applies it last).
 NAME = "backup_target"
-ROLE = Role(NAME, backup_target, packages=tuple(TARGET_PACKAGES))
-CLIENT = Role("backup_client", backup_client, bare_units=("borgmatic.timer",), packages=tuple(CLIENT_PACKAGES))
+
+# The borg secrets, made by components/late.py under the Backups component (components/backup.py):
+# a client's repokey passphrase (client and target), its borg login key (private half on the client,
+# public half in the target's authorized_keys), and the target's key on the offsite server (its
+# public half is the output `backup_offsite_public_key`).
+_OWNER = r"(?P<owner>[a-z0-9][a-z0-9-]*)"
+LATE_PASSPHRASE = LateValue(rf"borg/passphrase/{_OWNER}", "random-password", resource="borg-passphrase-{owner}", parent="backups")
+LATE_CLIENT_KEY = LateValue(rf"borg/ssh-key/{_OWNER}", "ssh-keypair-private", resource="borg-ssh-{owner}", parent="backups")
+LATE_CLIENT_PUBKEY = LateValue(rf"borg/ssh-pubkey/{_OWNER}", "ssh-keypair-public", resource="borg-ssh-{owner}", parent="backups")
+LATE_OFFSITE_KEY = LateValue("borg/offsite/ssh-key", "ssh-keypair-private", resource="borg-ssh-offsite", parent="backups")
+OFFSITE_PUBKEY = "borg/offsite/ssh-pubkey"
+LATE_OFFSITE_PUBKEY = LateValue(OFFSITE_PUBKEY, "ssh-keypair-public", resource="borg-ssh-offsite", parent="backups")
+
+ROLE = Role(NAME, backup_target, packages=tuple(TARGET_PACKAGES),
+            late=(LATE_PASSPHRASE, LATE_CLIENT_PUBKEY, LATE_OFFSITE_KEY, LATE_OFFSITE_PUBKEY))
+CLIENT = Role("backup_client", backup_client, bare_units=("borgmatic.timer",), packages=tuple(CLIENT_PACKAGES),
+              late=(LATE_PASSPHRASE, LATE_CLIENT_KEY))

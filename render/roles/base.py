@@ -3,7 +3,7 @@ journald, time, unattended upgrades, kernel settings and the host's own SSH keys
 
 from __future__ import annotations
 
-from model import backup, derive
+from model import derive, derive_backup as backup
 from model.keys import MIN_RSA_BITS
 from model.stack import Stack
 
@@ -149,6 +149,7 @@ def contribute(stack: Stack, host: str, plan: HostPlan) -> None:
 ROLE = Role(
     NAME,
     contribute,
+    late=hostkeys.LATE,
     bare_units=("prometheus-node-exporter.service", "unattended-upgrades.service", "nftables.service"),
     packages=tuple(BASE_PACKAGES),
 )

@@ -23,8 +23,9 @@ from __future__ import annotations
 
 from typing import Optional
 
-from model import mail as mail_model
-from model.dns import mx_name
+from model import derive_mail as mail_model
+from model import mail as mail_section
+from model.derive_dns import mx_name
 from model.mail import Mail
 from model.stack import Stack
 
@@ -32,6 +33,8 @@ from .. import metrics
 from ..plan import HostPlan, LateValue, ManagedFile, Role, late
 from ..quote import Shell, postfix_word, sh
 from ..templates import TEMPLATES, render
+from . import dns
+from .reverse_proxy import ACME_CA_BUNDLE
 
 NAME = "mail"
 PACKAGES = ["postfix", "opendkim", "opendkim-tools", "postsrsd", "certbot", "openssl", "prometheus-postfix-exporter"]
@@ -84,7 +87,7 @@ DMARC_TRANSPORT = "dmarc"
 # Late values (components make them): the signing key of a selector, and its public half as the
 # `p=` of its TXT record, already in zone-file syntax (quoted strings of at most 255 bytes).
 LATE_KEY = "mail/dkim-key/{selector}"
-LATE_RECORD = "mail/dkim-record/{selector}"
+LATE_RECORD = dns.DKIM_RECORD_LATE  # the zone's record of each key (render/roles/dns.py writes it)
 KEY_BITS = 2048
 
 
@@ -93,7 +96,7 @@ def key_late(selector: str) -> str:
 
 
 def record_late(selector: str) -> str:
-    return LATE_RECORD.format(selector=selector)
+    return dns.dkim_record_late(selector)
 
 
 def key_path(selector: str) -> str:
@@ -121,23 +124,10 @@ def recipients(stack: Stack) -> dict[str, list[str]]:
     mail: Mail = stack.mail
     domain = stack.site.domain
     postmaster = mail_model.postmaster_addresses(mail, stack.access.admins, stack.people)
-    out = {name: postmaster for name in mail_model.GENERATED}
+    out = {name: postmaster for name in mail_section.GENERATED}
     out.update({name: mail_model.resolve(t, stack.people) for name, t in mail.aliases.items()})
     out.update({name: [] for name in mail_model.report_local_parts(stack.dns, domain)})
     return dict(sorted(out.items()))
-
-
-def zone_records(stack: Stack) -> list[tuple[str, str]]:
-    """(owner name, TXT data) the zone publishes for the mail host: each selector's public key, as
-    a late value (the key exists once the program runs). render/roles/dns.py adds them."""
-    if stack.mail is None or mail_model.mail_host(stack.hosts) is None:
-        return []
-    # The tags are written here, the key after them as more strings of the same record: read
-    # without its late values (policy/view.py) the record still parses, as a key being published.
-    return [
-        (f"{sel}._domainkey.{stack.site.domain}", f'"v=DKIM1; k=rsa; p=" {late(record_late(sel))}')
-        for sel in mail_model.signing_selectors(stack.mail)
-    ]
 
 
 def _table(rows: list[tuple[str, str]], what: str) -> str:
@@ -251,8 +241,6 @@ def placeholder_step(stack: Stack) -> Shell:
 def certbot_step(stack: Stack) -> Shell:
     """Shell: ask the ACME CA for the MX name's certificate once (renewals: certbot.timer), http-01
     answered by certbot itself on port 80 (nothing else listens there on the mail host)."""
-    from .reverse_proxy import ACME_CA_BUNDLE
-
     tls = stack.tls
     if tls is None or not is_mx(stack):
         return Shell("")
@@ -277,8 +265,7 @@ def contribute(stack: Stack, host: str, plan: HostPlan) -> None:
         return
     plan.files += mail_files(stack, host)
     if stack.tls is not None and stack.tls.ca_bundle:
-        from .reverse_proxy import ACME_CA_BUNDLE
-
+        # The proxy's copy of the private ACME CA, when the mail host is not also the proxy.
         if not any(f.path == ACME_CA_BUNDLE for f in plan.files):
             plan.files.append(ManagedFile(ACME_CA_BUNDLE, stack.tls.ca_bundle))
     plan.packages += PACKAGES
@@ -357,9 +344,19 @@ def contribute_client(stack: Stack, host: str, plan: HostPlan) -> None:
     plan.units.append(UNIT)
 
 
+def dkim_record(_stack: Stack, public_key_pem: str) -> str:
+    """The `p=` of a DKIM key record as zone-file strings: the base64 SubjectPublicKeyInfo (RFC 6376
+    section 3.6.1), i.e. the PEM body without its armour, in strings of at most 255 bytes."""
+    body = "".join(line for line in public_key_pem.strip().splitlines() if not line.startswith("-----"))
+    return dns.txt_data(body)
+
+
+# One RSA key per published selector (resource dkim-<selector>): a new selector makes a new key,
+# dropping a retired one destroys its key.
+_SELECTOR = "(?P<selector>[a-z0-9-]+)"
 _LATE = (
-    LateValue(LATE_KEY.format(selector="[a-z0-9-]+"), kind="rsa-private-key"),
-    LateValue(LATE_RECORD.format(selector="[a-z0-9-]+"), kind="dkim-record"),
+    LateValue(LATE_KEY.format(selector=_SELECTOR), "rsa-keypair-private", resource="dkim-{selector}"),
+    LateValue(LATE_RECORD.format(selector=_SELECTOR), "rsa-keypair-public", resource="dkim-{selector}", encode=dkim_record),
 )
 ROLE = Role(
     NAME, contribute, late=_LATE,

@@ -30,27 +30,29 @@ import base64
 import hashlib
 import hmac
 import json
+import re
 from typing import Optional
 
+import bcrypt
 import yaml
 
 from model import derive
 from model.stack import Stack
-from model.monitoring import (
+from model.monitoring import Monitoring
+from model.derive_monitoring import (
     ALERTMANAGER_PORT,
     BLACKBOX_PORT,
     PROMETHEUS_PORT,
     PVE_EXPORTER_PORT,
-    Monitoring,
     monitoring_host,
     ui_services,
 )
 
-from model import backup as backup_model
-from model import mail as mail_model
+from model import derive_backup as backup_model
+from model import derive_mail as mail_model
 
 from .. import metrics
-from ..plan import HostPlan, ManagedFile, Role, late
+from ..plan import HostPlan, LateValue, ManagedFile, Role, late
 from ..quote import Shell, sh
 from ..templates import render
 from . import backup, mail
@@ -86,7 +88,7 @@ RELAY_PATH = "/hypha-webhook"
 ALERTMANAGER_STORAGE = "/var/lib/prometheus/alertmanager"
 SCRAPE_USER = "prometheus"
 
-# Late values (render.plan.late) this role asks for; components/monitoring.py makes them.
+# Late values (render.plan.late) this role asks for; components/late.py makes them from LATE below.
 LATE_SMTP_PASSWORD = "monitoring/smtp-password"
 LATE_MATRIX_URL = "monitoring/matrix-url"
 LATE_PVE_TOKEN = "monitoring/pve-token"
@@ -95,6 +97,12 @@ LATE_SCRAPE_PASSWORD = "monitoring/scrape-password"
 LATE_GUARD_USERS = "monitoring/guard-users"
 LATE_INTERNAL_AUTH = "monitoring/internal-auth"
 LATE_ALERTMANAGER_USERS = "monitoring/alertmanager-users"
+# The Pulumi secrets (`pulumi config set --secret <key>`) behind them, each read only when the
+# monitoring section needs it: SMTP login, Matrix webhook URL, pve-exporter token, UI logins.
+SMTP_PASSWORD = "alertSmtpPassword"
+MATRIX_WEBHOOK_URL = "alertMatrixWebhookUrl"
+PVE_EXPORTER_TOKEN = "pveExporterToken"
+UI_PASSWORD_HASHES = "monitoringUiPasswordHashes"
 
 # Alert thresholds. Backups run daily: 26 h leaves two hours of slack before a missed run pages.
 BACKUP_MAX_AGE_HOURS = 26
@@ -206,6 +214,10 @@ def http_probes(stack: Stack, mon: Monitoring) -> list[dict]:
     guarded = set(ui_services(stack).values()) if mon.ui == "proxy" else set()
     out = []
     for name, svc in sorted(stack.services.items()):
+        # A retired service is not watched: its names answer a redirect or 410 by design, and
+        # nothing of it runs to alert on (model/retire.py).
+        if svc.retired is not None:
+            continue
         if svc.public and proxies and svc.domains:
             proxy = proxies[0]
             # The name the proxy serves, not one it redirects: `www.x` listed first with `x` is sent to `x`.
@@ -499,11 +511,30 @@ def contribute(stack: Stack, host: str, plan: HostPlan) -> None:
         plan.prepare.append(pve_install_step(mon))
 
 
+def _secret(name: str, source: str, encode=None) -> LateValue:
+    return LateValue(re.escape(name), "config-secret", source=source, encode=encode)
+
+
+# How each secret goes into its file (YAML-quoted where it lands in YAML); every one stays a Pulumi secret.
+LATE = (
+    _secret(LATE_SMTP_PASSWORD, SMTP_PASSWORD),  # a file of its own, read as it is
+    _secret(LATE_MATRIX_URL, MATRIX_WEBHOOK_URL, lambda _stack, url: nginx_string(url, MATRIX_WEBHOOK_URL)),  # the guard's nginx config
+    _secret(LATE_PVE_TOKEN, PVE_EXPORTER_TOKEN, lambda _stack, token: yaml_scalar(token)),
+    _secret(LATE_WEB_USERS, UI_PASSWORD_HASHES, lambda stack, hashes: web_users(stack, hashes)),
+    _secret(LATE_SCRAPE_PASSWORD, UI_PASSWORD_HASHES, lambda _stack, hashes: scrape_password(hashes)),
+    _secret(LATE_GUARD_USERS, UI_PASSWORD_HASHES, lambda stack, hashes: guard_users(stack, hashes)),
+    _secret(LATE_INTERNAL_AUTH, UI_PASSWORD_HASHES, lambda _stack, hashes: internal_auth(hashes)),
+    _secret(LATE_ALERTMANAGER_USERS, UI_PASSWORD_HASHES, lambda _stack, hashes: alertmanager_users(hashes)),
+)
+
 NAME = "monitoring"
 ROLE = Role(
     NAME,
     contribute,
-    bare_units=("prometheus.service", "prometheus-alertmanager.service", "prometheus-blackbox-exporter.service"),
+    late=LATE,
+    # nginx: the guard in front of Alertmanager (reverse_proxy declares it too: each role declares its own).
+    bare_units=("prometheus.service", "prometheus-alertmanager.service", "prometheus-blackbox-exporter.service",
+                "nginx.service"),
     packages=(*PACKAGES, "nginx", "python3-venv"),
 )
 
@@ -542,8 +573,6 @@ def _people_hashes(stack: Stack, ui_password_hashes: str) -> list[tuple[str, str
 
 
 def _own_hash(ui_password_hashes: str) -> str:
-    import bcrypt
-
     password = scrape_password(ui_password_hashes)
     return bcrypt.hashpw(password.encode(), _bcrypt_salt(ui_password_hashes.encode(), SCRAPE_USER)).decode()
 
@@ -570,7 +599,7 @@ def internal_auth(ui_password_hashes: str) -> str:
 
 
 def login_late_values(stack: Stack, ui_password_hashes: str) -> dict[str, str]:
-    """Every late value made from the UI hashes secret, by name: what components/monitoring.py makes
+    """Every late value made from the UI hashes secret, by name: what components/late.py makes
     one by one, for the lab and the tests."""
     return {
         LATE_WEB_USERS: web_users(stack, ui_password_hashes),

@@ -5,12 +5,15 @@ suites), one certificate per service covering its domains, `www.` names redirect
 port 80 only for ACME http-01 and the redirect to HTTPS, and a handshake refused for unknown names.
 Certificates live behind symlinks in /etc/nginx/tls/<service>/: a self-signed placeholder until
 certbot has one, so nginx starts (and answers challenges) before any certificate exists.
+A retired service (model/retire.py) keeps its certificate and names, answered with its redirect
+(301) or 410 on 443 and on 80 alike (its own port-80 server, so the shared one leaves its names out).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
+from model import retire
 from model.stack import Stack
 
 from .. import shortlinks
@@ -41,6 +44,8 @@ def served_names(stack: Stack) -> list[str]:
 
 def site(stack: Stack, name: str) -> str:
     svc = stack.services[name]
+    if svc.retired is not None:
+        return retired_site(stack, name)
     canonical = svc.domains[0]
     # `www.x` redirects to `x` when both are the service's; other extra names are served alike.
     aliases = [d for d in svc.domains[1:] if d == f"www.{canonical}" or canonical == f"www.{d}"]
@@ -61,6 +66,29 @@ def site(stack: Stack, name: str) -> str:
     )
 
 
+def retired_site(stack: Stack, name: str) -> str:
+    """A retired service's names: its redirect (301) or 410 Gone, on 443 and on 80 alike (model/retire.py)."""
+    svc = stack.services[name]
+    r = svc.retired
+    return render(
+        "reverse_proxy/retired.conf.j2",
+        service=name,
+        date=r.date.isoformat(),
+        answer=f"{r.status} to {r.redirect}" if r.redirect else f"{r.status} Gone",
+        names=list(svc.domains),
+        cert_dir=f"{TLS_DIR}/{name}",
+        webroot=WEBROOT,
+        status=r.status,
+        redirect=r.redirect or "",
+        gone_text=f"{svc.domains[0]} was retired on {r.date.isoformat()} and is gone.",
+    )
+
+
+def live_names(stack: Stack) -> list[str]:
+    """The names of served services that are not retired: port 80 sends these on to HTTPS."""
+    return sorted({d for s in proxied_services(stack).values() if s.retired is None for d in s.domains})
+
+
 def proxy_files(stack: Stack) -> list:
     """The files the reverse_proxy role adds to a host plan (render.plan.ManagedFile)."""
     nginx = dict(unit=UNIT, check="nginx")
@@ -71,13 +99,15 @@ def proxy_files(stack: Stack) -> list:
         ManagedFile("/etc/nginx/snippets/hypha-headers.conf", render("reverse_proxy/headers.conf.j2"), **nginx),
         ManagedFile("/etc/nginx/snippets/hypha-proxy.conf", render("reverse_proxy/proxy.conf.j2"), **nginx),
         ManagedFile("/etc/nginx/ffdhe2048.pem", (TEMPLATES / "reverse_proxy/ffdhe2048.pem").read_text(), **nginx),
-        ManagedFile(f"{SITE_PREFIX}acme.conf", render("reverse_proxy/acme.conf.j2", webroot=WEBROOT, names=served_names(stack)), **nginx),
+        ManagedFile(f"{SITE_PREFIX}acme.conf", render("reverse_proxy/acme.conf.j2", webroot=WEBROOT, names=live_names(stack)), **nginx),
     ]
     services = proxied_services(stack)
     short = [n for n, s in services.items() if s.shortlinks]
     if short:
         host = stack.services[short[0]].domains[0]
         links = shortlinks.load(shortlinks.CSV_PATH, shortener_host=host)
+        gone = {d: (n, s.retired) for d, n in retire.retired_domains(stack.services).items() for s in [stack.services[n]]}
+        shortlinks.check_retired(links, gone)
         files += [
             ManagedFile(shortlinks.MAP_FILE, shortlinks.render_map(links), **nginx),
             ManagedFile(shortlinks.LOCATION_FILE, shortlinks.render_location(host), **nginx),

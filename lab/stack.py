@@ -6,22 +6,33 @@ lab proves is what production runs.
 
 from __future__ import annotations
 
+import base64
+import concurrent.futures
 import contextlib
 import copy
+import datetime
 import ipaddress
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ed25519, rsa, x25519
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa, x25519
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from model import derive
 from model.load import build_stack, read_stack_config
 from model.stack import Stack
+from ops.remote import LATE, PINS, Pins, converge
+from render import cloud_init, hostkeys
+from render.converge import converge_script, fill
 
-# Lab-own ranges, never used by committed config and never routed off this machine.
-FRONT = ipaddress.ip_network("10.213.0.0/24")
-LAN = ipaddress.ip_network("10.213.1.0/24")
-VPN = ipaddress.ip_network("10.213.9.0/24")
+from .hosts import Lab, LabHost, layout
+from .subnets import subnets
+
+# The demo lab's ranges (lab/subnets.py): what a stack made without ranges gets.
+FRONT, LAN, VPN = subnets("demo").front, subnets("demo").lan, subnets("demo").vpn
 
 
 @dataclass
@@ -47,8 +58,6 @@ def ssh_keypair(comment: str) -> Keypair:
 def host_key_material() -> dict[str, str]:
     """One host's SSH host keys as components/host_keys.py makes them (tls.PrivateKey's OpenSSH
     forms: private with a newline, public `type base64` with a newline), by `<type>-private|public`."""
-    from render import hostkeys
-
     made = {hostkeys.ED25519: ed25519.Ed25519PrivateKey.generate(),
             hostkeys.RSA: rsa.generate_private_key(public_exponent=65537, key_size=hostkeys.RSA_BITS)}
     out = {}
@@ -64,8 +73,6 @@ def host_key_material() -> dict[str, str]:
 
 def wireguard_keypair() -> tuple[str, str]:
     """(private, public) in wg's base64 form."""
-    import base64
-
     key = x25519.X25519PrivateKey.generate()
     raw = key.private_bytes(serialization.Encoding.Raw, serialization.PrivateFormat.Raw, serialization.NoEncryption())
     pub = key.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
@@ -94,44 +101,35 @@ class LabStack:
 
     def host_key_late(self) -> dict[str, str]:
         """The `hostkey/...` late values of every host, as components/host_keys.py serves them."""
-        from render.hostkeys import late_name
-
-        return {late_name(h, kind, half): v for h in self.stack.hosts
+        return {hostkeys.late_name(h, kind, half): v for h in self.stack.hosts
                 for name, v in self.host_key(h).items() for kind, half in [name.split("-", 1)]}
 
     def known_hosts(self) -> str:
         """What the stack output `known_hosts` would say for this lab."""
-        from render.hostkeys import PIN_TYPE, known_hosts
-
-        return known_hosts(self.stack, {h: self.host_key(h)[f"{PIN_TYPE}-public"] for h in self.stack.hosts})
+        return hostkeys.known_hosts(self.stack, {h: self.host_key(h)[f"{hostkeys.PIN_TYPE}-public"] for h in self.stack.hosts})
 
     def tls_keys(self) -> dict[str, dict]:
         """The host keys as the program's tls.PrivateKey outputs, by resource name: for
         `ops.mockrun.run_stack(tls_keys=...)`, so the registered commands pin (and the converge
         installs) the keys the lab's hosts get, as a `pulumi up` would with Pulumi's."""
+        # Lazy: both load pulumi (over a second here), which only the tests that run the program under
+        # mocks need; every other user of this module (the CLI, most lab tests, the benches) does not.
         from components.host_keys import key_resource_name
         from ops.mockrun import tls_outputs
-        from render.hostkeys import KEY_TYPES
 
         return {key_resource_name(h, kind, self.stack.hosts[h].ssh_host_key_generation):
                 tls_outputs(self.host_key(h)[f"{kind}-private"], self.host_key(h)[f"{kind}-public"])
-                for h in self.stack.hosts for kind in KEY_TYPES}
+                for h in self.stack.hosts for kind in hostkeys.KEY_TYPES}
 
-    def pins(self):
-        from ops.remote import Pins
-
+    def pins(self) -> Pins:
         return Pins(self.known_hosts(), source=f"the lab's pins for stack {self.name}")
 
     def user_data(self, host: str) -> str:
         """The host's cloud-init snippet, with the lab's host keys where the program puts Pulumi's."""
-        from render.cloud_init import user_data
-
-        return user_data(self.stack, host, self.host_key(host))
+        return cloud_init.user_data(self.stack, host, self.host_key(host))
 
     def script(self, host: str) -> str:
         """The host's converge script with its late values filled in, as the host receives it."""
-        from render.converge import converge_script, fill
-
         return fill(converge_script(self.stack, host), {**self.host_key_late(), **self.late})
 
 
@@ -203,19 +201,13 @@ def lab_stack(
     return LabStack(base, raw, stack, keys, wg, {gateway: str(front_hosts[1])})
 
 
-def boot_and_converge(lab, ls: LabStack) -> dict:
+def boot_and_converge(lab: Lab, ls: LabStack) -> dict:
     """Each lab host's first boot with its real cloud-init snippet, then converge, gateway first.
 
     Returns the converge Result per host. This is what `pulumi up` does to a new VM. A host whose
     sshd cannot be reached gets one more try after a pause; if that fails too, the error carries
     the host's sshd journal, so a CI failure can be read without the lab.
     """
-    import concurrent.futures
-    import time
-
-    from ops.remote import LATE, PINS, converge
-    from model import derive
-
     hosts = list(ls.stack.hosts)
     for h in hosts:  # RSA 4096 takes a while: made before the parallel boots, not in them
         ls.host_key(h)
@@ -257,9 +249,7 @@ def boot_and_converge(lab, ls: LabStack) -> dict:
 # ---------------------------------------------------------------------------------------------------
 # The web edge in the lab: reverse proxy, DNS, an upstream, and a private ACME CA (pebble).
 
-WEB_FRONT = ipaddress.ip_network("10.213.60.0/24")
-WEB_LAN = ipaddress.ip_network("10.213.61.0/24")
-WEB_VPN = ipaddress.ip_network("10.213.62.0/24")
+WEB_FRONT, WEB_LAN, WEB_VPN = subnets("hweb").front, subnets("hweb").lan, subnets("hweb").vpn
 PEBBLE_PORT = 14000
 PEBBLE_MANAGEMENT_PORT = 15000
 DKIM_SELECTOR = "lab2026"
@@ -268,7 +258,7 @@ DKIM_SELECTOR = "lab2026"
 @dataclass
 class WebLabStack(LabStack):
     lab_hosts: list = field(default_factory=list)
-    """ops.lab.LabHost entries the Lab is built from (gateway, proxy and dns hosts have a front address)."""
+    """lab.hosts.LabHost entries the Lab is built from (gateway, proxy and dns hosts have a front address)."""
     lan_gateway: str = ""
     """The gateway's LAN address: the default route of LAN-only hosts."""
     acme_ca_pem: str = ""
@@ -283,13 +273,6 @@ class WebLabStack(LabStack):
 
 def _acme_server_ca(address: str) -> tuple[str, str, str]:
     """(CA cert, leaf cert, leaf key) PEMs: a throw-away CA and the HTTPS certificate of an ACME server at `address`."""
-    import datetime
-
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
-
     now = datetime.datetime.now(datetime.timezone.utc)
     start, end = now - datetime.timedelta(minutes=5), now + datetime.timedelta(days=2)
     ca_key = ec.generate_private_key(ec.SECP256R1())
@@ -322,10 +305,6 @@ def _acme_server_ca(address: str) -> tuple[str, str, str]:
 
 def _dkim_key() -> tuple[str, str]:
     """(private PEM, the p= value): a 2048-bit RSA key as a mail server would sign with."""
-    import base64
-
-    from cryptography.hazmat.primitives.asymmetric import rsa
-
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     der = key.public_key().public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
     private = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
@@ -345,8 +324,6 @@ def web_lab_stack(
     the zone has ns1, MX, SPF, a DKIM key and DMARC; TLS comes from pebble on the root namespace's
     front address, whose own HTTPS certificate is signed by a CA made here (tls.ca_bundle).
     """
-    from ops.lab import LabHost
-
     front, lan, vpn = ipaddress.ip_network(front), ipaddress.ip_network(lan), ipaddress.ip_network(vpn)
     base = lab_stack("prod", hosts=("gw",), members=(), admins=admins, front=front, lan=lan, vpn=vpn)
     raw = base.raw
@@ -411,8 +388,6 @@ def converged_lab(prefix: str, base: str, hosts: tuple[str, ...], members: tuple
                   front: ipaddress.IPv4Network, lan: ipaddress.IPv4Network, vpn: ipaddress.IPv4Network):
     """A lab of `hosts` (the first is the gateway) booted and converged from `base`'s config, yielding
     (lab, LabStack); every first converge must have passed."""
-    from ops.lab import Lab, layout  # ops.lab imports this module
-
     ls = lab_stack(base, hosts=hosts, members=members, front=front, lan=lan, vpn=vpn)
     with Lab(prefix, layout(hosts[0], hosts[1:], front=str(front), lan=str(lan)), front=str(front), lan=str(lan)) as lab:
         for h, r in boot_and_converge(lab, ls).items():

@@ -1,9 +1,8 @@
-"""The host-tier lab: throw-away hosts (systemd-nspawn over an overlay of `/`, each in its own network namespace) on a private front network and LAN.
+"""Throw-away lab hosts: systemd-nspawn over an overlay of `/`, each in its own network namespace, on a private front network and LAN.
 
-    python -m ops.lab up [--prefix demo] [--seconds 600]   # demo lab: gateway + 2 hosts
-    python -m ops.lab down --prefix demo                   # clean up a lab left over from a crash
-
-Layout, everything named by the lab's prefix so several labs can exist at once:
+Brought up by the tests, the benches and `python -m lab` (lab/__main__.py). Layout, everything
+named by the lab's prefix (lab/subnets.py gives each lab its prefix and ranges) so several labs can
+exist at once:
 
     root namespace (pytest, "the deployment server / the internet")
        <prefix>-up: first address of the front subnet; no route to the LAN (an `unreachable` route)
@@ -19,7 +18,6 @@ hosts get an empty resolv.conf so nothing inside tries the machine's resolver.
 
 from __future__ import annotations
 
-import argparse
 import concurrent.futures
 import functools
 import ipaddress
@@ -37,9 +35,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional, Sequence, Union
 
+from render.roles import every_role
+
+from .subnets import PREFIX_RE, subnets
+
 BASE_DIR = Path("/tmp/hypha-lab")
-FRONT = "10.213.0.0/24"
-LAN = "10.213.1.0/24"
+# A Lab built without ranges gets the demo lab's (`python -m lab up`).
+FRONT = str(subnets("demo").front)
+LAN = str(subnets("demo").lan)
 BOOT_TIMEOUT = 30.0
 STOP_TIMEOUT = 15.0
 NSPAWN_PROPAGATE = Path("/run/systemd/nspawn/propagate")
@@ -66,14 +69,9 @@ MASK_ALWAYS = (
     "apt-daily.timer", "apt-daily-upgrade.timer", "dpkg-db-backup.timer", "e2scrub_all.timer",
     "fstrim.timer", "man-db.timer",
 )
-# Disabled, not masked: converging a host enables them, as on a fresh VM.
-# Units a role's converge enables: off in a bare host (like a fresh VM), but not masked.
-DISABLE = (
-    "prometheus-node-exporter.service", "unattended-upgrades.service", "nftables.service",
-    "named.service", "nginx.service", "certbot.timer",
-    "prometheus.service", "prometheus-alertmanager.service", "prometheus-blackbox-exporter.service",
-    "borgmatic.timer",
-)
+# Units a role's converge enables: off in a bare host (like a fresh VM), but not masked. Each role
+# declares its own (Role.bare_units); the lab needs none of its own today.
+DISABLE: tuple[str, ...] = tuple(dict.fromkeys(u for role in every_role() for u in role.bare_units))
 # The parts of a VM's first boot a lab host runs, in the VM's order: cloud-init.service (init),
 # cloud-config.service's set_passwords, cloud-final.service's write_files_deferred.
 FIRST_BOOT_STAGES = (
@@ -87,7 +85,6 @@ KEEP = ("ssh.service", "ssh.socket", "sshd.service")
 # Present on this machine because it is a Docker image, absent on a real VM.
 HIDE = ("etc/apt/apt.conf.d/docker-clean", "usr/sbin/policy-rc.d")
 
-PREFIX_RE = re.compile(r"^[a-z][a-z0-9]{0,7}$")  # no '-', so `<prefix>-` never matches another lab
 NAME_RE = re.compile(r"^[a-z][a-z0-9-]{0,12}$")  # switch ports are `f-<name>`: 15 chars at most
 
 Command = Union[str, Sequence[str]]
@@ -115,7 +112,7 @@ class LabHost:
 
 
 def layout(gateway: str = "gw", others: Sequence[str] = ("h1", "h2"), front: str = FRONT, lan: str = LAN) -> list[LabHost]:
-    """The usual lab: gateway on front .2 and LAN .2, the others on LAN .3, .4, … (as ops.labstack allocates)."""
+    """The usual lab: gateway on front .2 and LAN .2, the others on LAN .3, .4, … (as lab.stack allocates)."""
     f = list(ipaddress.ip_network(front).hosts())
     n = list(ipaddress.ip_network(lan).hosts())
     return [LabHost(gateway, str(n[1]), str(f[1]))] + [LabHost(h, str(n[2 + i])) for i, h in enumerate(others)]
@@ -349,11 +346,13 @@ def _enabled_units(root: Path = Path("/")) -> set[str]:
 @functools.lru_cache(maxsize=1)
 def _units_to_mask() -> tuple[str, ...]:
     """Units to mask in every host: MASK_ALWAYS plus whatever else this machine enables that a lab host needs not."""
-    extra = sorted(
-        u for u in _enabled_units()
-        if u not in KEEP and u not in DISABLE and not u.startswith("systemd-") and not u.endswith(".target")
-    )
+    extra = sorted(u for u in _enabled_units() if not kept_on(u) and u not in DISABLE)
     return tuple(dict.fromkeys([*MASK_ALWAYS, *extra]))
+
+
+def kept_on(unit: str) -> bool:
+    """Whether a bare lab host keeps `unit` as this machine enables it (sshd, systemd's own, targets), as a fresh VM would."""
+    return unit in KEEP or unit.startswith("systemd-") or unit.endswith(".target")
 
 
 def _mask(root: Path, units: Sequence[str]) -> None:
@@ -901,84 +900,3 @@ class Lab:
         for name, ns in self.clients.items():
             lines.append(f"  client {name}: ip netns exec {ns} bash")
         return "\n".join(lines)
-
-
-# ---------------------------------------------------------------------------------------------------
-# CLI
-
-
-def _interrupt(*_) -> None:
-    raise KeyboardInterrupt
-
-
-def _converge_demo(lab: "Lab", stack_name: str, others: Sequence[str]) -> None:
-    """Converge the demo lab as `stack_name` would and print how people log in."""
-    from ops.labstack import boot_and_converge, lab_stack
-
-    ls = lab_stack(stack_name, hosts=("gw", *others), front=lab.front, lan=lab.lan)
-    for host, result in boot_and_converge(lab, ls).items():
-        print(f"converged {host}: {'ok' if result.ok else 'FAILED'} in {result.seconds:.1f} s")
-        if not result.ok:
-            print(result.stdout + result.stderr)
-    keys = lab.dir / "keys"
-    keys.mkdir(exist_ok=True)
-    gw = ls.front_ip["gw"]
-    for person, pair in ls.keys.items():
-        pair.write(keys / person)
-    # The hosts' pinned keys, as members get them from the stack output `known_hosts`.
-    known = keys / "known_hosts"
-    known.write_text(ls.known_hosts())
-    pinned = f"-o StrictHostKeyChecking=yes -o UserKnownHostsFile={known}"
-    print(f"keys and known_hosts in {keys}; for example, as an admin through the bastion:")
-    for host in others:
-        lan_ip = ls.stack.hosts[host].lan_ip
-        hop = f"ssh -i {keys}/alice {pinned} -W %h:%p alice@{gw}"
-        print(f"  ssh -i {keys}/alice {pinned} -o ProxyCommand='{hop}' alice@{lan_ip}   # {host}")
-
-
-def main(argv: Optional[list[str]] = None) -> int:
-    parser = argparse.ArgumentParser(prog="ops.lab", description=__doc__.split("\n")[0])
-    sub = parser.add_subparsers(dest="cmd", required=True)
-    up = sub.add_parser("up", help="bring up a demo lab (gateway + 2 hosts) until Ctrl-C or --seconds")
-    up.add_argument("--prefix", default="demo")
-    up.add_argument("--front", default=FRONT)
-    up.add_argument("--lan", default=LAN)
-    up.add_argument("--hosts", default="h1,h2", help="LAN hosts besides the gateway `gw` (comma-separated)")
-    up.add_argument("--seconds", type=float, default=3600.0, help="tear down after this long (at most a day)")
-    up.add_argument("--stack", choices=("prod", "staging"),
-                    help="also give every host its first boot and converge it as this stack would (ops.labstack)")
-    down = sub.add_parser("down", help="remove what a lab with this prefix left behind")
-    down.add_argument("--prefix", required=True)
-    args = parser.parse_args(argv)
-
-    ok, why = available()
-    if not ok:
-        print(f"the lab cannot run here: {why}", file=sys.stderr)
-        return 2
-    if args.cmd == "down":
-        removed = sweep(args.prefix)
-        print("\n".join(removed) if removed else f"nothing left of lab {args.prefix}")
-        return 0
-    seconds = max(0.0, min(args.seconds, 86400.0))
-    others = [h for h in args.hosts.split(",") if h]
-    lab = Lab(args.prefix, layout(others=others, front=args.front, lan=args.lan), front=args.front, lan=args.lan)
-    # SIGTERM tears down like Ctrl-C does.
-    signal.signal(signal.SIGTERM, _interrupt)
-    signal.signal(signal.SIGINT, _interrupt)  # also when started in the background, where SIGINT is ignored
-    try:
-        lab.up()
-        print(lab.describe())
-        if args.stack:
-            _converge_demo(lab, args.stack, others)
-        print(f"up in {lab.timings['up']:.1f} s; tearing down after {seconds:.0f} s or on Ctrl-C", flush=True)
-        time.sleep(seconds)
-    except KeyboardInterrupt:
-        pass
-    finally:
-        lab.down()
-        print(f"down in {lab.timings.get('down', 0):.1f} s")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

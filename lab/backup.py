@@ -14,8 +14,11 @@ import shlex
 import time
 from dataclasses import dataclass, field
 
-from ops.labstack import LabStack, lab_stack, ssh_keypair
 from model.load import build_stack
+
+from .hosts import Lab, LabHost
+from .stack import LabStack, boot_and_converge, lab_stack, ssh_keypair
+from .subnets import subnets
 
 OFFSITE_HOST = "off"
 OFFSITE_USER = "offsite"
@@ -46,8 +49,7 @@ class Layout:
     """The offsite server's place among the LAN's addresses: after the target and every client."""
 
 
-DEFAULT = Layout("hbk", ipaddress.ip_network("10.213.70.0/24"), ipaddress.ip_network("10.213.71.0/24"),
-                 ipaddress.ip_network("10.213.72.0/24"))
+DEFAULT = Layout("hbk", subnets("hbk").front, subnets("hbk").lan, subnets("hbk").vpn)
 FRONT, LAN, VPN, PREFIX, CLIENTS = DEFAULT.front, DEFAULT.lan, DEFAULT.vpn, DEFAULT.prefix, DEFAULT.clients
 
 
@@ -58,9 +60,7 @@ class BackupLabStack(LabStack):
     offsite_address: str = ""
 
 
-def lab_hosts(layout: Layout = DEFAULT) -> list:
-    from ops.lab import LabHost
-
+def lab_hosts(layout: Layout = DEFAULT) -> list[LabHost]:
     f, n = list(layout.front.hosts()), list(layout.lan.hosts())
     return [
         LabHost("gw", str(n[1]), str(f[1])),
@@ -125,7 +125,7 @@ DATA = {
 }
 
 
-def make_data(lab, layout: Layout = DEFAULT) -> dict[str, int]:
+def make_data(lab: Lab, layout: Layout = DEFAULT) -> dict[str, int]:
     """Write the data set into the clients; bytes per client."""
     sizes = {}
     for client, dirs in DATA.items():
@@ -138,7 +138,7 @@ def make_data(lab, layout: Layout = DEFAULT) -> dict[str, int]:
     return sizes
 
 
-def start_postgres(lab) -> bool:
+def start_postgres(lab: Lab) -> bool:
     """A PostgreSQL cluster on c1 with a table, for borgmatic's dump hook; False if it cannot run here."""
     if lab.run("c1", "pg_ctlcluster 15 main start", check=False, timeout=60).returncode != 0:
         return False
@@ -149,12 +149,12 @@ def start_postgres(lab) -> bool:
     return True
 
 
-def offsite_host_key(lab) -> str:
+def offsite_host_key(lab: Lab) -> str:
     """The offsite server's own host key, pinned in backup.offsite.host_key as an operator would."""
     return " ".join((lab.root_dir(OFFSITE_HOST) / "etc/ssh/ssh_host_ed25519_key.pub").read_text().split()[:2])
 
 
-def setup_offsite(lab, ls: BackupLabStack) -> None:
+def setup_offsite(lab: Lab, ls: BackupLabStack) -> None:
     """What the offsite server's operator does: an account, the target's key, the directory."""
     pub = ls.late["borg/offsite/ssh-pubkey"]
     home = f"/home/{OFFSITE_USER}"
@@ -173,10 +173,8 @@ class Prepared:
     timings: dict[str, float]
 
 
-def prepare(lab, layout: Layout = DEFAULT) -> Prepared:
+def prepare(lab: Lab, layout: Layout = DEFAULT) -> Prepared:
     """Data, database and offsite account in place, then every host's first boot and converge."""
-    from ops.labstack import boot_and_converge
-
     database = start_postgres(lab)
     ls = backup_lab_stack(offsite_host_key(lab), database=database, layout=layout)
     setup_offsite(lab, ls)
@@ -189,7 +187,7 @@ def prepare(lab, layout: Layout = DEFAULT) -> Prepared:
     return Prepared(ls, first, database, sizes, timings)
 
 
-def start_unit(lab, host: str, unit: str, timeout: float = 600.0):
+def start_unit(lab: Lab, host: str, unit: str, timeout: float = 600.0):
     """systemctl start (a oneshot returns when done); (CompletedProcess, seconds)."""
     started = time.monotonic()
     r = lab.run(host, ["systemctl", "start", unit], check=False, timeout=timeout)
@@ -204,7 +202,7 @@ def start_unit(lab, host: str, unit: str, timeout: float = 600.0):
     return r, time.monotonic() - started
 
 
-def _cgroup_not_set_up(lab, host: str, unit: str) -> bool:
+def _cgroup_not_set_up(lab: Lab, host: str, unit: str) -> bool:
     """True when the unit's last start failed with 219/CGROUP (systemd could not place it in its cgroup)."""
     shown = lab.run(host, ["systemctl", "show", "-p", "ExecMainStatus", "-p", "Result", unit], check=False).stdout
     journal = lab.run(host, f"journalctl -u {unit} -n 5 --no-pager -o cat", check=False).stdout
