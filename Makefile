@@ -12,7 +12,7 @@ APT_PACKAGES := cloud-init openssh-server openssh-client python3-venv shellcheck
   unattended-upgrades systemd-timesyncd util-linux nginx bind9-utils \
   bind9 certbot openssl pebble dnsutils testssl.sh \
   borgbackup borgmatic rsync postgresql prometheus prometheus-alertmanager prometheus-blackbox-exporter \
-  lynis mtail chromium
+  lynis mtail chromium postfix opendkim opendkim-tools postsrsd prometheus-postfix-exporter rspamd swaks
 
 .PHONY: setup plan test test-program test-files test-lab fuzz bench docs lab drift layers
 

@@ -10,6 +10,8 @@ it) and made by its declaration's kind:
   config-secret        the Pulumi config secret `source`, through `encode(stack, text)` when given
   host-key-private     a host key components/host_keys.py made (its component `parent` holds them)
   host-key-public      its public half as tls writes it
+  rsa-keypair-private  an RSA 2048 tls.PrivateKey's private half (PEM), a secret (a DKIM signing key)
+  rsa-keypair-public   the public half of the same key (PEM), through `encode(stack, pem)` when given
 
 Generated resources are named by the declaration (`resource`, filled from the pattern's groups) and
 sit under the component `parent`: those names are the resources' URNs, so they must not change.
@@ -29,6 +31,8 @@ from model.stack import Stack
 from render.plan import LateValue
 
 PASSWORD_LENGTH = 48
+# RFC 8301 asks for at least 1024 bits of a DKIM key and suggests 2048, what every large receiver verifies.
+RSA_BITS = 2048
 
 
 class LateValues:
@@ -65,14 +69,21 @@ class LateValues:
         return {name: self.value(name) for name in sorted(set(names))}
 
     def _resource(self, decl: LateValue, groups: dict[str, str], make: Callable[[str, pulumi.ResourceOptions], pulumi.CustomResource]):
-        """The resource `decl` names, made once: a private and a public half share it."""
+        """The resource `decl` names, made once: a private and a public half share it. Without a
+        `parent` it is a top-level resource (a role whose values no component holds, e.g. mail's)."""
         name = decl.resource.format(**groups)
         if name not in self._resources:
-            self._resources[name] = make(name, pulumi.ResourceOptions(parent=self.components[decl.parent]))
+            parent = self.components[decl.parent] if decl.parent is not None else None
+            self._resources[name] = make(name, pulumi.ResourceOptions(parent=parent))
         return self._resources[name]
 
     def _key(self, decl: LateValue, groups: dict[str, str]) -> tls.PrivateKey:
         return self._resource(decl, groups, lambda name, opts: tls.PrivateKey(name, algorithm="ED25519", opts=opts))
+
+    def _rsa_key(self, decl: LateValue, groups: dict[str, str]) -> tls.PrivateKey:
+        return self._resource(
+            decl, groups, lambda name, opts: tls.PrivateKey(name, algorithm="RSA", rsa_bits=RSA_BITS, opts=opts)
+        )
 
     def _host_key(self, decl: LateValue, groups: dict[str, str]) -> tls.PrivateKey:
         return self.components[decl.parent].key(groups["host"], groups["type"])
@@ -98,6 +109,10 @@ KINDS: dict[str, Callable[[LateValues, LateValue, dict[str, str]], pulumi.Output
     "config-secret": _config_secret,
     "host-key-private": lambda late, d, g: pulumi.Output.secret(late._host_key(d, g).private_key_openssh),
     "host-key-public": lambda late, d, g: late._host_key(d, g).public_key_openssh,
+    "rsa-keypair-private": lambda late, d, g: pulumi.Output.secret(late._rsa_key(d, g).private_key_pem),
+    "rsa-keypair-public": lambda late, d, g: late._rsa_key(d, g).public_key_pem.apply(
+        lambda pem: pem if d.encode is None else d.encode(late.stack, pem)
+    ),
 }
 # What each kind needs its declaration to say.
 _NEEDS = {
@@ -107,6 +122,8 @@ _NEEDS = {
     "config-secret": ("source",),
     "host-key-private": ("parent",),
     "host-key-public": ("parent",),
+    "rsa-keypair-private": ("resource",),
+    "rsa-keypair-public": ("resource",),
 }
 
 

@@ -2,7 +2,7 @@
 
 They run on whatever parts of the config parsed, so one broken host does not hide problems elsewhere.
 CHECKS is the one list of them, as (section, check) pairs: the ones here, each section's own
-(model/check_backup.py, check_dns.py, check_monitoring.py) and placement (model/placement.py).
+(model/check_backup.py, check_dns.py, check_monitoring.py, check_mail.py) and placement (model/placement.py).
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from .capacity import usage
 from .check_backup import check_backup
 from .check_dns import check_dns
 from .check_monitoring import check_monitoring
+from .check_mail import check_mail
 from .errors import OVER_CAPACITY, Problem
 from .keys import parse_public_key
 from .stack import HOST_ROLES, Access, Host, Network, Person, Service, Site
@@ -128,6 +129,8 @@ CHECKS: list[tuple[str, Check]] = [
     ("tls", _check_tls),
     ("backup", lambda c: check_backup(c["backup"], c["site"], c["hosts"], c["services"])),
     ("monitoring", lambda c: check_monitoring(c["monitoring"], c["site"], c["hosts"], c["services"], c["people"])),
+    ("mail", lambda c: check_mail(c["mail"], c["site"], c["hosts"], c["people"],
+                                  c["access"].admins if c["access"] else None, c["dns"], c["tls"])),
     ("services", lambda c: check_retired(c["hosts"], c["services"])),
 ]
 

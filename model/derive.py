@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Optional
 
-from . import derive_backup, derive_monitoring, facts
+from . import derive_backup, derive_mail, derive_monitoring, facts
 from .derive_monitoring import ALERTMANAGER_PORT, PROMETHEUS_PORT
 from .roles import public_ports
 from .stack import Host, Stack
@@ -147,6 +147,7 @@ def inbound_rules(stack: Stack, host: str) -> list[Rule]:
             rules.append(Rule("tcp", svc.port, str(stack.network.lan_cidr), f"{name} on the LAN"))
     rules += _backup_rules(stack, host)
     rules += _monitoring_rules(stack, host)
+    rules += _mail_rules(stack, host)
     # Same port and source twice (e.g. a role port and a service) is one rule.
     seen, unique = set(), []
     for r in rules:
@@ -181,6 +182,17 @@ def _monitoring_rules(stack: Stack, host: str) -> list[Rule]:
         Rule("tcp", PROMETHEUS_PORT, source, "prometheus ui from the vpn (via the gateway)"),
         Rule("tcp", ALERTMANAGER_PORT, source, "alertmanager ui from the vpn (via the gateway)"),
         Rule("tcp", derive_monitoring.INVENTORY_PORT, source, "inventory page from the vpn (via the gateway)"),
+    ]
+
+
+def _mail_rules(stack: Stack, host: str) -> list[Rule]:
+    """What the mail section opens on the mail host: its Postfix exporter, to the monitoring host.
+    Port 25 is the role's public port (model/roles.py)."""
+    if stack.mail is None or host != derive_mail.mail_host(stack.hosts):
+        return []
+    return [
+        Rule("tcp", derive_mail.EXPORTER_PORT, f"{stack.hosts[mon].lan_ip}/32", f"postfix exporter from {mon}")
+        for mon in facts.hosts_with_role(stack.hosts, "monitoring")
     ]
 
 

@@ -35,7 +35,11 @@ ROLES: dict[str, RoleFacts] = {
         description="Prometheus, Alertmanager and the exporters",
     ),
     "app": RoleFacts(LABEL, description="label: runs application services of the catalog"),
-    "mail": RoleFacts(LABEL, description="label: the list server (no mail daemon is rendered yet)"),
+    "mail": RoleFacts(
+        CONVERGES,
+        (("tcp", 25, "smtp (mx, starttls)"), ("tcp", 80, "http (acme http-01 for the mx name)")),
+        description="Postfix MX and the stack's one sender, DKIM-signed (model/mail.py)",
+    ),
 }
 
 HOST_ROLES = tuple(ROLES)

@@ -49,6 +49,7 @@ from .types import (
 )
 from .backup import Backup, Database
 from .dns import Dns
+from .mail import Mail
 from .monitoring import Monitoring
 from .roles import HOST_ROLES
 from .keys import check_public_key, parse_public_key, private_key_problem
@@ -334,6 +335,7 @@ SECTIONS: dict[str, type[BaseModel]] = {
     "tls": Tls,
     "backup": Backup,
     "monitoring": Monitoring,
+    "mail": Mail,
 }
 # Sections that are maps of name -> entry, each entry checked on its own so one bad host hides no other.
 MAP_SECTIONS: dict[str, type[BaseModel]] = {
@@ -357,3 +359,4 @@ class Stack(_Model):
     tls: Optional[Tls] = Field(default=None, description="Certificates for public services; required when there are any.")
     backup: Optional[Backup] = Field(default=None, description="Backups of every host that holds data.")
     monitoring: Optional[Monitoring] = Field(default=None, description="What the monitoring host watches and whom it alerts.")
+    mail: Optional[Mail] = Field(default=None, description="The mail host's DKIM key and the addresses it accepts.")

@@ -1,4 +1,5 @@
-"""What the site's names promise: every public service has DNS and TLS; the mail domain has SPF and DMARC.
+"""What the site's names promise: every public service has DNS and TLS; the mail domain has SPF and DMARC,
+and a DMARC policy that refuses mail only once the mail host signs.
 
 Zones are read with dnspython from the files the dns hosts' converge scripts carry.
 """
@@ -96,3 +97,50 @@ def mail_spf_dmarc(args: StackValidationArgs, report: ReportViolation) -> None:
         report(f"{domain}: {len(dmarc)} DMARC records (TXT v=DMARC1 at _dmarc.{domain}); exactly one is needed")
     elif not re.search(r";\s*p=(none|quarantine|reject)\s*(;|$)", dmarc[0]):
         report(f"{domain}: DMARC `{dmarc[0]}` has no valid p= policy")
+
+
+def _signers(views: dict[str, HostView], domain: str, published: set[str]) -> list[str]:
+    """Mail hosts whose OpenDKIM signs `domain` with a key the zone publishes and the converge ships."""
+    out = []
+    for view in with_tag(views, "mail"):
+        for path, f in view.converge_files.items():
+            if not path.endswith("/opendkim.conf"):
+                continue
+            setting = dict(re.findall(r"^(Domain|Selector|KeyFile)\s+(\S+)\s*$", f.content, re.M))
+            if (setting.get("Domain") == domain and setting.get("Selector") in published
+                    and setting.get("KeyFile") in view.converge_files):
+                out.append(view.name)
+    return out
+
+
+@stack_policy(
+    "dmarc-enforced-only-when-signed",
+    "DMARC quarantine or reject only when a mail host signs the domain's mail (or the domain sends none).",
+)
+def dmarc_enforced_only_when_signed(args: StackValidationArgs, report: ReportViolation) -> None:
+    """DMARC quarantine/reject only when the domain's own mail passes it: a mail host signs with a
+    published key. A domain that sends no mail at all (SPF `v=spf1 -all`) may reject outright."""
+    domain = stack_model().site.domain
+    views = hosts(args.resources)
+    zones = _zones(views)
+    dmarc = [t.strip('"') for t in _records(zones, f"_dmarc.{domain}", ("TXT",)) if t.strip('"').startswith("v=DMARC1")]
+    policy = re.search(r";\s*p=(quarantine|reject)\s*(;|$)", dmarc[0]) if len(dmarc) == 1 else None
+    if policy is None:
+        return  # none, or no valid record (mail-spf-dmarc reports that)
+    spf = [t.strip('"') for t in _records(zones, domain, ("TXT",)) if t.strip('"').startswith("v=spf1")]
+    if spf == ["v=spf1 -all"]:
+        return
+    published = set()
+    for origin, zone in zones.items():
+        for name, node in zone.nodes.items():
+            text = name.to_text(omit_final_dot=True)
+            if text.endswith(f"._domainkey.{domain}") and any(
+                "".join(s.decode() for s in rd.strings).startswith("v=DKIM1") for rds in node.rdatasets for rd in rds
+                if hasattr(rd, "strings")
+            ):
+                published.add(text.removesuffix(f"._domainkey.{domain}"))
+    if not _signers(views, domain, published):
+        report(
+            f"{domain}: DMARC p={policy.group(1)} while no host with role mail signs the domain's mail with a key "
+            "the zone publishes, so receivers would refuse its own mail; set dns.dmarc.policy: none until one does"
+        )

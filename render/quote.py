@@ -305,3 +305,20 @@ def mtail_str(value) -> str:
     if not _MTAIL_PLAIN.fullmatch(text):
         raise _refuse(text, "an mtail string here holds letters, digits, `.`, `_`, `:` and `-` only")
     return f'"{text}"'
+
+
+# --- Postfix ----------------------------------------------------------------------------------------
+
+# What a Postfix main.cf value, map key or alias target may hold unquoted: postconf reads `$` as
+# expansion, `,` and whitespace as list separators, `#` at a line's start as a comment, and the
+# aliases(5) reader treats `"`, `|`, `:` and `/` specially. The model allows nothing else in the
+# names and addresses that land here, so anything outside this set is refused, not escaped.
+_POSTFIX_WORD = re.compile(r"[A-Za-z0-9[][A-Za-z0-9._+@\[\]:/-]*")
+
+
+def postfix_word(value) -> str:
+    """A name, address or network as one Postfix config or lookup-table word, or refused."""
+    text = str(value)
+    if not _POSTFIX_WORD.fullmatch(text):
+        raise _refuse(text, "cannot go into a Postfix config or table as one word")
+    return text

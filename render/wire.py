@@ -120,6 +120,11 @@ CHECKERS: dict[str, Checker] = {
         shell='prometheus-blackbox-exporter --config.check --config.file="$2" 2>"$STAGE/blackbox.log" '
         '|| { grep -v level=info "$STAGE/blackbox.log" >&2; false; }',
     ),
+    # check_postfix and check_opendkim (templates/converge.sh.j2): Postfix checks a candidate
+    # /etc/postfix as a whole, OpenDKIM its config pointed at the staged key (render/roles/mail.py).
+    "postfix": Checker("postfix", shell="check_postfix"),
+    "opendkim": Checker("opendkim", shell='check_opendkim "$2"'),
+    "private_key": Checker("openssl", ("openssl", "pkey", "-noout", "-in", FILE)),
     # The zone's name is its $ORIGIN line (render/roles/dns.py writes one first).
     "named-checkzone": Checker(
         "bind9-utils",

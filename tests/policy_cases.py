@@ -316,6 +316,13 @@ CASES = [
         "hypha.coop: SPF `v=spf1 mx +all` does not end in -all or ~all, so anyone may send as the domain",
         "hypha.coop: 0 DMARC records (TXT v=DMARC1 at _dmarc.hypha.coop); exactly one is needed",
     )),
+    Case("dmarc-enforced-only-when-signed", "the committed prod stack (quarantine, lists signs)", "prod", None, ()),
+    Case("dmarc-enforced-only-when-signed", "the committed staging stack (reject, lists signs)", "staging", None, ()),
+    Case("dmarc-enforced-only-when-signed", "quarantine with no OpenDKIM on the mail host", "prod",
+         lambda run: set_file(run, "lists", "/etc/opendkim.conf", None), (
+             "hypha.coop: DMARC p=quarantine while no host with role mail signs the domain's mail with a key the zone "
+             "publishes, so receivers would refuse its own mail; set dns.dmarc.policy: none until one does",
+         )),
     # the datacenter firewall
     Case("vm-firewalls-take-effect", "the committed prod stack", "prod", None, ()),
     Case("vm-firewalls-take-effect", "the committed staging stack", "staging", None, ()),

@@ -5,6 +5,7 @@ tests/test_converge_plan.py."""
 from __future__ import annotations
 
 import subprocess
+from functools import lru_cache
 from pathlib import Path
 
 import pytest
@@ -12,6 +13,7 @@ import pytest
 from render import wire
 from render.converge import converge_script, late_names
 from render.roles import host_plan
+from render.roles import mail as rmail
 from model.derive import DEPLOY_USER
 from model import derive
 from tests.program_runs import STACKS, model
@@ -89,7 +91,21 @@ def _sample(name: str) -> str:
         return ssh_keypair(name).public_line
     if kind == "ssh-key":
         return ssh_keypair(name).private_openssh
+    if kind in ("dkim-key", "dkim-record"):  # mail/dkim-key/<selector>: an RSA key and its record's p=
+        private, public = _rsa_keypair()
+        return private if kind == "dkim-key" else rmail.dkim_record(None, public)
     return f"sample-{name.replace('/', '-')}"
+
+
+@lru_cache(maxsize=1)
+def _rsa_keypair() -> tuple[str, str]:
+    """(private PEM, public PEM) of one RSA 2048 key, made once: a DKIM key as the program makes it."""
+    from cryptography.hazmat.primitives import serialization as ser
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    private = key.private_bytes(ser.Encoding.PEM, ser.PrivateFormat.TraditionalOpenSSL, ser.NoEncryption()).decode()
+    return private, key.public_key().public_bytes(ser.Encoding.PEM, ser.PublicFormat.SubjectPublicKeyInfo).decode()
 
 
 def _files(checker: str):

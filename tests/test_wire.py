@@ -32,6 +32,9 @@ TESTED_ELSEWHERE = {
     "amtool": "tests.test_monitoring_render:test_alertmanager_config_passes_amtool_check_config",
     "blackbox": "tests.test_monitoring_render:test_blackbox_config_passes_the_exporters_own_check",
     "mtail": "tests.test_access_metrics:test_the_converge_check_passes_the_program_and_refuses_a_broken_one",
+    "postfix": "tests.test_mail_files:test_postfix_config_passes_postconf_with_no_warning",
+    "opendkim": "tests.test_mail_files:test_opendkim_config_passes_opendkims_own_test",
+    "private_key": "tests.test_mail_files:test_the_key_checker_accepts_the_key_and_refuses_garbage",
 }
 
 

@@ -10,15 +10,15 @@ from __future__ import annotations
 from model.stack import Stack
 
 from ..plan import HostPlan, Role
-from . import backup, base, dns, gateway, monitoring, reverse_proxy
+from . import backup, base, dns, gateway, mail, monitoring, reverse_proxy
 
 # Roles a host may carry, by name (model/roles.py marks these as converging).
 ROLES: dict[str, Role] = {
-    r.name: r for r in (gateway.ROLE, dns.ROLE, reverse_proxy.ROLE, backup.ROLE, monitoring.ROLE)
+    r.name: r for r in (gateway.ROLE, dns.ROLE, reverse_proxy.ROLE, backup.ROLE, monitoring.ROLE, mail.ROLE)
 }
 # Applied to every host, not picked: first the base, last the backup client.
 FIRST: tuple[Role, ...] = (base.ROLE,)
-LAST: tuple[Role, ...] = (backup.CLIENT,)
+LAST: tuple[Role, ...] = (mail.CLIENT, backup.CLIENT)
 
 
 def every_role() -> list[Role]:

@@ -50,12 +50,13 @@ from model.derive_monitoring import (
 )
 
 from model import derive_backup as backup_model
+from model import derive_mail as mail_model
 
 from .. import inventory, metrics
 from ..plan import HostPlan, LateValue, ManagedFile, Role, late
 from ..quote import Shell, sh
 from ..templates import render
-from . import backup
+from . import backup, mail
 
 PACKAGES = ["prometheus", "prometheus-alertmanager", "prometheus-blackbox-exporter"]
 PROMETHEUS_UNIT = "prometheus"
@@ -166,6 +167,13 @@ def scrape_jobs(stack: Stack, mon: Monitoring) -> list[dict]:
     dns = dns_probes(stack)
     if dns:
         jobs.append(_probe_job("probe_dns", dns))
+    # The mail role's exporter and its STARTTLS probe of port 25 (render/roles/mail.py).
+    for job, target, extra in mail.scrape_targets(stack):
+        host = mail_model.mail_host(stack.hosts)
+        jobs.append({"job_name": job, "static_configs": [{"targets": [target], "labels": _labels(stack, host, **extra)}]})
+    smtp = [{**p, "labels": _labels(stack, p["host"], service="smtp")} for p in mail.smtp_probes(stack)]
+    if smtp:
+        jobs.append(_probe_job("probe_smtp", smtp))
     if mon.pve_exporter is not None:
         api_host = stack.proxmox.endpoint.split("//", 1)[1].split("/", 1)[0].rsplit(":", 1)[0]
         jobs.append(
@@ -302,7 +310,12 @@ def _yaml_list(items: list, indent: int) -> str:
 
 
 def rules(stack: Stack) -> str:
-    """The alert rules: thresholds above; the backup clients (who must report) come from the catalog."""
+    """The alert rules: thresholds above; the backup clients (who must report) come from the catalog;
+    the mail role's group follows (render/roles/mail.py)."""
+    return _hypha_rules(stack) + mail.rule_groups(stack)
+
+
+def _hypha_rules(stack: Stack) -> str:
     return render(
         "monitoring/rules.yml.j2",
         m=metrics,
@@ -374,7 +387,9 @@ def guard_site(stack: Stack, mon: Monitoring) -> str:
 def blackbox_config(stack: Stack, mon: Monitoring) -> str:
     https = [p for p in http_probes(stack, mon) if p["module"].startswith("https_")]
     zone = stack.site.domain if stack.dns is not None else None
-    return render("monitoring/blackbox.yml.j2", https=https, verify=mon.verify_certificates, zone=zone)
+    return render("monitoring/blackbox.yml.j2", https=https, verify=mon.verify_certificates, zone=zone) + mail.blackbox_modules(
+        stack, mon.verify_certificates
+    )
 
 
 def prometheus_args(stack: Stack, mon: Monitoring) -> str:
