@@ -115,7 +115,7 @@ def generate(hosts: int, stack: str = "prod") -> dict[str, Any]:
     # above; the generated stack keeps them on the VPN.
     if isinstance(raw.get("monitoring"), dict):
         raw["monitoring"]["ui"] = "vpn"
-    # Every client's storage quota must fit the target's 500 GiB disk together (model/backup.py).
+    # Every client's storage quota must fit the target's 500 GiB disk together (model/check_backup.py).
     if isinstance(raw.get("backup"), dict):
         clients = sum(1 for s in services.values() if s.get("data_paths")) + 1
         raw["backup"]["storage_quota"] = f"{max(1, 400 // clients)}G"

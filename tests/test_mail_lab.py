@@ -115,7 +115,7 @@ def mail_lab_stack() -> WebLabStack:
 
 
 def _unmask(lab: Lab, host: str, units: tuple[str, ...]) -> None:
-    """Lift the lab's masks of units this machine enables (ops/lab.py masks what it does not know)."""
+    """Lift the lab's masks of units this machine enables (lab/hosts.py masks what it does not know)."""
     d = lab.root_dir(host) / "etc/systemd/system"
     for unit in units:
         link = d / unit

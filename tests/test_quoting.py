@@ -57,7 +57,7 @@ ALLOWED = {
         "loop.index",  # an int
         "piece",  # a late value's name, asserted [a-z0-9][a-z0-9/_.-]* by render.plan.late()
     },
-    "monitoring/pve-exporter.service.j2": {"port"},  # model.monitoring.PVE_EXPORTER_PORT, an int constant
+    "monitoring/pve-exporter.service.j2": {"port"},  # model.derive_monitoring.PVE_EXPORTER_PORT, an int constant
     # Written in Python by render/shortlinks.py with quote.nginx_quote; statuses and the count are ints.
     "reverse_proxy/shortlinks.conf.j2": {"entry", "host", "redirect_status", "unknown_status", "count", "source"},
     # Late values, already YAML scalars (render.roles.monitoring.yaml_scalar), or their placeholders;
@@ -66,7 +66,7 @@ ALLOWED = {
     "monitoring/pve.yml.j2": {"token"},
     "monitoring/web.yml.j2": {"users"},
     "monitoring/prometheus.yml.j2": {"jobs"},
-    # Keys from render/backup.py's own constants (model.backup.DUMP_HOOKS, pg_dump_command).
+    # Keys from render/roles/backup.py's own constants (model.derive_backup.DUMP_HOOKS, pg_dump_command).
     "backup_client/borgmatic.yaml.j2": {"kind", "key"},
 }
 

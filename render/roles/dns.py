@@ -143,7 +143,7 @@ def out_of_zone_domains(stack: Stack) -> list[str]:
 def zone_records(stack: Stack, dns: Dns) -> list[Record]:
     """Every record of the zone, generated from the catalog plus the dns section, in zone-file order.
 
-    Expects a stack and dns section that passed model.dns.check_dns. Public service domains outside
+    Expects a stack and dns section that passed model.check_dns.check_dns. Public service domains outside
     the zone are left out (see out_of_zone_domains); services that are not public get no record.
     """
     zone = zone_name(stack)

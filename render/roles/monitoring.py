@@ -559,7 +559,7 @@ ROLE = Role(
     late=(*LATE, *inventory.LATE),
     # nginx: the guard in front of Alertmanager (reverse_proxy declares it too: each role declares its own).
     bare_units=("prometheus.service", "prometheus-alertmanager.service", "prometheus-blackbox-exporter.service",
-                "nginx.service", f"{inventory.UNIT}.timer"),
+                "nginx.service"),
     packages=(*PACKAGES, "nginx", "python3-venv", *inventory.PACKAGES),
 )
 
