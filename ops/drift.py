@@ -283,14 +283,7 @@ class _Through(Session):
         self.host = host
         self.pins = jump.pins
         self._clients = []
-        key = _pkey(private_key)
-        target = (str(stack.hosts[host].lan_ip), 22)
-
-        def through_jump():
-            channel = jump.client.get_transport().open_channel("direct-tcpip", target, ("127.0.0.1", 0), timeout=timeout)
-            return self._connect(target[0], user, key, timeout, sock=channel)
-
-        self.client = self._dial(through_jump)
+        self.client = self._through(jump.client, stack, host, user, _pkey(private_key), timeout)
 
 
 def check_host(stack: Stack, host: str, private_key: str, gateway: Optional[Session] = None,

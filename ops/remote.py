@@ -36,9 +36,13 @@ from model.stack import Stack
 from model.load import build_stack, load_stack
 
 CONNECT_TIMEOUT = 10.0
-# Opening a channel on a live connection: quick on a quiet host, but with several labs sharing two
-# cores, sshd's answer took over 10 s in a full test run.
-CHANNEL_TIMEOUT = 30.0
+# Opening a channel on a live connection. sshd serves no channel of a new login until PAM's session
+# is open, and pam_systemd's CreateSession call to logind waits for the user's manager
+# (user@UID.service) to start, bounded at two minutes (systemd src/login/pam_systemd.c,
+# LOGIN_SLOW_BUS_CALL_TIMEOUT_USEC). Quick on a quiet host; with several labs sharing two cores,
+# over 30 s in full test runs ("Timeout opening channel" on the jump and on the session). So the
+# bound is pam_systemd's, plus a margin: a host that answers at all answers within it.
+CHANNEL_TIMEOUT = 150.0
 # Like the Pulumi command provider's dial_error_limit: a host whose sshd is (re)starting (first
 # boot, a converge that restarted it) drops the connection; dial again for a while.
 DIAL_RETRY_SECONDS = 30.0
@@ -198,17 +202,20 @@ class Session:
             self.client = self._dial(lambda: self._connect(gw_addr, user, key, timeout, label=gw))
         else:
             jump = self._dial(lambda: self._connect(gw_addr, user, key, timeout, label=gw))
-            target = (str(stack.hosts[host].lan_ip), 22)
+            self.client = self._through(jump, stack, host, user, key, timeout)
 
-            def through_jump() -> paramiko.SSHClient:
-                # A jump channel is a channel on a live connection too (CHANNEL_TIMEOUT, not the dial's):
-                # the bastion's sshd answers it only once its TCP connection to the host is up, which
-                # took over 10 s in a full CI run with a monitoring host busy beside the other labs.
-                channel = jump.get_transport().open_channel("direct-tcpip", target, ("127.0.0.1", 0),
-                                                            timeout=max(timeout, CHANNEL_TIMEOUT))
-                return self._connect(target[0], user, key, timeout, sock=channel, label=host)
+    def _through(self, jump: paramiko.SSHClient, stack: Stack, host: str, user: str, key: paramiko.PKey,
+                 timeout: float) -> paramiko.SSHClient:
+        """A connection to a LAN host over a direct-tcpip channel of the gateway's connection `jump`."""
+        target = (str(stack.hosts[host].lan_ip), 22)
 
-            self.client = self._dial(through_jump)
+        def through_jump() -> paramiko.SSHClient:
+            # A jump channel is a channel on a live connection too (CHANNEL_TIMEOUT, not the dial's).
+            channel = jump.get_transport().open_channel("direct-tcpip", target, ("127.0.0.1", 0),
+                                                        timeout=max(timeout, CHANNEL_TIMEOUT))
+            return self._connect(target[0], user, key, timeout, sock=channel, label=host)
+
+        return self._dial(through_jump)
 
     def _dial(self, connect) -> paramiko.SSHClient:
         deadline = time.monotonic() + DIAL_RETRY_SECONDS

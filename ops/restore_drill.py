@@ -29,7 +29,7 @@ from model.load import load_stack
 from model.stack import Stack
 from render.roles import backup as rb
 
-from .remote import Session
+from .remote import CHANNEL_TIMEOUT, Session
 
 RESTORED_DIR = f"{rb.STATE_DIR}/restored"
 DRILL_UNIT = "hypha-borg-drill.service"
@@ -166,8 +166,8 @@ def restore(src: Stack, host: str, dst: Stack, dst_host: str, key: str, user: st
 
 def _pipe(src, src_cmd: str, dst, dst_cmd: str, timeout: float = 6 * 3600) -> None:
     """src_cmd's stdout into dst_cmd's stdin, chunk by chunk (nothing held in memory or on disk here)."""
-    a = src.client.get_transport().open_session(timeout=30)
-    b = dst.client.get_transport().open_session(timeout=30)
+    a = src.client.get_transport().open_session(timeout=CHANNEL_TIMEOUT)
+    b = dst.client.get_transport().open_session(timeout=CHANNEL_TIMEOUT)
     a.exec_command(src_cmd)
     b.exec_command(dst_cmd)
     a.shutdown_write()
