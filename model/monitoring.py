@@ -24,7 +24,29 @@ from .types import (
     PveUser,
     RemoteUser,
     Version,
+    shown,
+    text_type,
 )
+
+# The alert rules by name, in the rules file's order: templates/monitoring/rules.yml.j2, then the
+# mail role's group (templates/mail/rules.yml.j2). tests/test_monitoring_model.py holds this list
+# and the rendered rules equal, so an alert added there must be named here.
+ALERTS = (
+    "InstanceDown", "CpuSaturated", "MemoryPressure", "DiskSpaceLow", "InodesLow", "DiskWritesSustained",
+    "SystemdUnitFailed", "BackupTooOld", "RestoreDrillTooOld", "RestoreDrillFailed", "BackupNeverReported",
+    "RestoreDrillNeverReported", "ProbeFailing", "CertificateExpiringSoon",
+    "BackupRepositoryTampered", "BackupTargetJobFailed", "BackupSpaceRunningOut", "BackupRepositoryNearQuota",
+    "DmarcFailures", "MailQueueGrowing", "MailDeliveriesDeferred",
+)
+
+
+def _alert_name(value: str) -> str:
+    if value not in ALERTS:
+        raise ValueError(f"{shown(value)} is not one of the stack's alerts ({', '.join(ALERTS)})")
+    return value
+
+
+AlertName = text_type("alert name", _alert_name, max_length=64)
 
 
 class Email(_Model):
@@ -93,6 +115,12 @@ class Monitoring(_Model):
     repeat_interval: Duration = Field(default="4h", description="Repeat a still-firing alert after this long.")
     pve_exporter: Optional[PveExporter] = Field(
         default=None, description="Proxmox node metrics through prometheus-pve-exporter (from PyPI); none: not scraped."
+    )
+    alert_waits: dict[AlertName, Duration] = Field(
+        default_factory=dict,
+        description="How long an alert's condition must hold before it fires (its rule's `for:`), per alert, in "
+        "place of the rule's own wait, e.g. `{MemoryPressure: 10m}`. An alert of a part the stack does not have "
+        "(mail, backups) has no rule to change.",
     )
     status_offsite: Optional[StatusOffsite] = Field(
         default=None,

@@ -429,6 +429,12 @@ def _prometheus_duration(value: str) -> str:
 
 
 Duration = text_type("duration (Prometheus)", _prometheus_duration, max_length=32)
+_DURATION_UNITS = {"y": 365 * 86400, "w": 7 * 86400, "d": 86400, "h": 3600, "m": 60, "s": 1, "ms": 0.001}
+
+
+def duration_seconds(value: str) -> float:
+    """A checked Duration in seconds (Prometheus' years are 365 days)."""
+    return sum(int(n) * _DURATION_UNITS[u] for n, u in re.findall(r"(\d+)(ms|[ywdhms])", _prometheus_duration(value)))
 
 # --- dates -----------------------------------------------------------------------------------------
 

@@ -9,7 +9,7 @@ area is one import line below.
 from __future__ import annotations
 
 # The areas, imported for the policies they register; their order is the pack's order.
-from policy import access, data, network, capacity, domains, firewall, replacement  # noqa: F401
+from policy import access, data, monitoring, network, capacity, domains, firewall, replacement  # noqa: F401
 from policy.registry import DEFAULT_LEVEL, PACK_NAME, registered
 
 POLICIES = registered()

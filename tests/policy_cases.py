@@ -23,6 +23,7 @@ from ops.mockrun import Registered, Run, plain
 from policy.view import script_files
 from render import wire
 from render.plan import ManagedFile
+from render.roles import monitoring as mr
 from model.load import read_stack_config
 from tests import program_runs
 from tests.program_runs import CLUSTER_FIREWALL, FW_RULES, SNIPPET, VM
@@ -33,6 +34,7 @@ ZONE = "/etc/bind/hypha/hypha.coop.zone"
 DEPLOY_KEYS = "/etc/ssh/authorized_keys/deploy"
 SSHD_DROPIN = "/etc/ssh/sshd_config.d/10-hypha.conf"
 PROMETHEUS = "/etc/prometheus/prometheus.yml"
+RULES = mr.RULES_FILE
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -225,6 +227,11 @@ def _set(host: str, key: str, value) -> Callable[[Run], None]:
     return lambda run: vm(run, host).inputs.__setitem__(key, value)
 
 
+def _waits(**waits: str) -> Callable[[Run], None]:
+    """The monitoring host's rules file with these alerts' waits, as `monitoring.alert_waits` would write it."""
+    return lambda run: edit_file(run, "monitor1", RULES, lambda text: mr.with_waits(text, waits))
+
+
 LOOMIO_NEW_ID = "prod VM loomio: vmId changed, which replaces the VM; if that is intended, run with HYPHA_ALLOW_REPLACE=loomio"
 
 CASES = [
@@ -283,6 +290,16 @@ CASES = [
     Case("data-vms-protected-backed-up-monitored", "the borg target without its offsite copy", "prod", _no_offsite_copy, (
         "backup1 holds data but: its converge has no offsite copy (backup.offsite)",
     )),
+    # what pages keeps paging
+    Case("prod-critical-alerts-not-delayed", "the committed prod stack", "prod", None, ()),
+    Case("prod-critical-alerts-not-delayed", "a critical alert sooner, a warning later", "prod",
+         _waits(InstanceDown="1m", CpuSaturated="2h"), ()),
+    Case("prod-critical-alerts-not-delayed", "staging's alerts are staging's business", "staging", _waits(MemoryPressure="1w"), ()),
+    Case("prod-critical-alerts-not-delayed", "a critical alert put off for a week", "prod",
+         _waits(MemoryPressure="1w", BackupTooOld="15m"), (
+             "MemoryPressure is critical and waits 1w on monitor1, longer than its rule's 5m: remove or shorten "
+             "monitoring.alert_waits.MemoryPressure",
+         )),
     # staging lives on the VPN
     Case("staging-vpn-only", "the committed staging stack", "staging", None, ()),
     # prod VMs with public addresses are not staging's business

@@ -29,6 +29,7 @@ from lab.stack import PEBBLE_PORT, WebLabStack, _acme_server_ca, boot_and_conver
 from lab.subnets import subnets
 from ops.remote import Result, converge
 from render.roles import mail as rmail
+from render.roles import monitoring as mr
 # pebble as the web lab runs it: in the root namespace, resolving through the lab's name server.
 from tests.test_web_lab import _pebble_root, _start_pebble
 
@@ -418,7 +419,8 @@ def test_a_failing_report_fires_the_dmarc_alert_in_prometheus(ml):
     lan = ml.stack.hosts["lists"].lan_ip
     d = ml.tmp / "prometheus"
     d.mkdir(exist_ok=True)
-    (d / "mail.rules.yml").write_text("groups:" + rmail.rule_groups(ml.stack))
+    # Its `for: 1m` shortened as `monitoring.alert_waits: {DmarcFailures: 5s}` would write it.
+    (d / "mail.rules.yml").write_text(mr.with_waits("groups:" + rmail.rule_groups(ml.stack), {"DmarcFailures": "5s"}))
     (d / "prometheus.yml").write_text(
         "global: {scrape_interval: 1s, evaluation_interval: 1s}\nrule_files: [mail.rules.yml]\n"
         f"scrape_configs:\n  - job_name: node\n    static_configs: [{{targets: ['{lan}:9100'], labels: {{host: lists}}}}]\n"
@@ -440,7 +442,7 @@ def test_a_failing_report_fires_the_dmarc_alert_in_prometheus(ml):
         assert re.search(r"<-  250 2\.0\.0 Ok: queued", out.stdout), out.stdout
         query = f'ALERTS{{alertname="DmarcFailures",alertstate="firing",source="{forger}"}}'
         url = f"http://127.0.0.1:{port}/api/v1/query?query={urllib.parse.quote(query)}"
-        deadline = time.monotonic() + 150  # the rule's `for: 1m`, scrapes and a loaded machine
+        deadline = time.monotonic() + 150  # the rule's wait, scrapes and a loaded machine
         result = []
         while time.monotonic() < deadline and not result:
             got = ml.lab.netns_exec("lists", ["curl", "-fsS", url], check=False)

@@ -18,6 +18,7 @@ from render.converge import converge_script, late_names
 from render.roles import host_plan
 from model import derive
 from model.errors import ConfigError
+from model.monitoring import ALERTS
 from model.load import PROJECT, build_stack
 from model.derive_monitoring import ALERTMANAGER_PORT, PROMETHEUS_PORT, monitoring_host
 from tests.program_runs import FW_RULES, STACKS, child, model, raw, run
@@ -120,6 +121,22 @@ def test_every_issue_alert_exists_and_waits_says_what_and_what_to_do():
         assert re.fullmatch(r"[0-9]+[smh]", r["for"]), r["alert"]
         assert r["labels"]["severity"] in ("critical", "warning"), r["alert"]
         assert set(r["annotations"]) == {"summary", "runbook"} and all(r["annotations"].values()), r["alert"]
+
+
+def test_the_model_names_every_alert_of_the_rules_for_alert_waits():
+    assert [r["alert"] for r in _rules()] == list(ALERTS)
+
+
+def test_alert_waits_set_the_wait_of_each_named_alert_and_no_other():
+    cfg = raw("prod")
+    waits = {name: f"{i + 1}s" for i, name in enumerate(ALERTS) if i % 2 == 0}
+    cfg["monitoring"]["alert_waits"] = waits
+    before = {r["alert"]: r for r in _rules()}
+    after = {r["alert"]: r for g in yaml.safe_load(mr.rules(build_stack(cfg, "prod")))["groups"] for r in g["rules"]}
+    assert list(after) == list(before)
+    for name, rule in after.items():
+        assert rule["for"] == waits.get(name, before[name]["for"]), name
+        assert {k: v for k, v in rule.items() if k != "for"} == {k: v for k, v in before[name].items() if k != "for"}, name
 
 
 def test_backup_alerts_read_the_metrics_the_backup_role_writes():

@@ -245,6 +245,19 @@ def test_every_alert_has_a_unit_test_where_it_fires_and_one_where_it_does_not():
         assert any(not c["exp_alerts"] for c in mine), f"{alert}: no unit test where it stays quiet"
 
 
+@pytest.mark.parametrize("wait, quiet_at_3m, fires_by_10m", [("5m", True, True), ("2m", False, True), ("15m", True, False)])
+def test_an_alert_wait_from_config_is_the_wait_prometheus_evaluates(tmp_path, wait, quiet_at_3m, fires_by_10m):
+    # The unit test of MemoryPressure expects nothing at 3 minutes and the alert at 10 (its rule's 5m):
+    # a shorter wait breaks the first expectation, a longer one the second, in promtool's own evaluation.
+    cfg = raw("prod")
+    cfg["monitoring"]["alert_waits"] = {"MemoryPressure": wait}
+    result = _unit_tests(tmp_path, mr.rules(build_stack(cfg, "prod")), "MemoryPressure")
+    out = result.stdout + result.stderr
+    assert (result.returncode == 0) == (quiet_at_3m and fires_by_10m), out
+    assert ("time: 3m," not in out) == quiet_at_3m, out
+    assert ("time: 10m," not in out) == fires_by_10m, out
+
+
 @pytest.mark.parametrize(
     "broken",
     [

@@ -348,7 +348,7 @@ def test_the_pack_serves_its_policies_as_the_engine_starts_it():
             info = analyzer_pb2_grpc.AnalyzerStub(channel).GetAnalyzerInfo(empty_pb2.Empty(), timeout=10)
         assert info.name == "hypha-infra"
         assert [p.name for p in info.policies] == [p.name for p in POLICIES]
-        assert len(info.policies) == len(POLICIES) == 14  # and dmarc-enforced-only-when-signed (issue 15)
+        assert len(info.policies) == len(POLICIES) == 15  # and prod-critical-alerts-not-delayed (alert waits)
     finally:
         proc.kill()
         proc.wait(timeout=10)

@@ -311,8 +311,29 @@ def _yaml_list(items: list, indent: int) -> str:
 
 def rules(stack: Stack) -> str:
     """The alert rules: thresholds above; the backup clients (who must report) come from the catalog;
-    the mail role's group follows (render/roles/mail.py)."""
-    return _hypha_rules(stack) + mail.rule_groups(stack)
+    the mail role's group follows (render/roles/mail.py); `monitoring.alert_waits` replaces waits."""
+    text = _hypha_rules(stack) + mail.rule_groups(stack)
+    return with_waits(text, stack.monitoring.alert_waits) if stack.monitoring is not None else text
+
+
+_ALERT_LINE = re.compile(r"\s*- alert: (\S+)")
+_FOR_LINE = re.compile(r"(\s*)for: \S+")
+
+
+def with_waits(text: str, waits: dict[str, str]) -> str:
+    """The rules file with the `for:` of each alert named in `waits` set to its wait.
+
+    Every rule in the templates opens with `- alert:` and has one `for:` line; the waits are checked
+    durations (model/types.py Duration: digits and unit letters), so they go in as they are."""
+    out, alert = [], None
+    for line in text.split("\n"):
+        if m := _ALERT_LINE.fullmatch(line):
+            alert = m.group(1)
+        elif (m := _FOR_LINE.fullmatch(line)) and alert in waits:
+            line = f"{m.group(1)}for: {waits[alert]}"
+            alert = None
+        out.append(line)
+    return "\n".join(out)
 
 
 def _hypha_rules(stack: Stack) -> str:
