@@ -42,6 +42,8 @@ CONNECT_TIMEOUT = 10.0
 # LOGIN_SLOW_BUS_CALL_TIMEOUT_USEC). Quick on a quiet host; with several labs sharing two cores,
 # over 30 s in full test runs ("Timeout opening channel" on the jump and on the session). So the
 # bound is pam_systemd's, plus a margin: a host that answers at all answers within it.
+# tests/test_drift_lab.py pauses a host's logind for 35 s: the login waits, then runs (at 30 s it
+# failed with CI's "Timeout opening channel").
 CHANNEL_TIMEOUT = 150.0
 # Like the Pulumi command provider's dial_error_limit: a host whose sshd is (re)starting (first
 # boot, a converge that restarted it) drops the connection; dial again for a while.

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import json
+import threading
 import time
 
 import pytest
 import yaml
 
+from model import derive
 from ops import drift
+from ops.remote import Pins, Session
 from lab.hosts import Lab, available, layout
 from lab.stack import LabStack, boot_and_converge, lab_stack
 from lab.subnets import subnets
@@ -103,6 +106,31 @@ def test_a_stray_authorized_key_is_reported(ctx, capsys):
         ctx.lab.run("h2", ["rm", "-f", "/etc/ssh/authorized_keys/mallory"])
         ctx.lab.run("gw", ["sh", "-c", "rm -f ~alice/.ssh/authorized_keys"])
     assert ctx.drift(capsys)[0] == 0
+
+
+LOGIND_PAUSE = 35.0  # over the 30 s the channel opens were bounded by before (CI timed out on them)
+
+
+def test_a_login_waits_for_a_slow_logind_and_then_runs(ctx):
+    """sshd serves no channel of a new login until pam_systemd's CreateSession call is answered
+    (ops/remote.py CHANNEL_TIMEOUT): with h1's logind paused, a session through the gateway waits
+    for it, then runs its command."""
+    pid = ctx.lab.run("h1", ["systemctl", "show", "-P", "MainPID", "systemd-logind.service"]).stdout.strip()
+    assert pid.isdigit() and pid != "0", pid
+    ctx.lab.run("h1", ["kill", "-STOP", pid])
+    resume = threading.Timer(LOGIND_PAUSE, lambda: ctx.lab.run("h1", ["kill", "-CONT", pid], check=False))
+    resume.start()
+    try:
+        started = time.monotonic()
+        with Session(ctx.ls.stack, "h1", derive.DEPLOY_USER, ctx.ls.keys["deploy"].private_openssh,
+                     pins=Pins(ctx.ls.known_hosts())) as session:
+            result = session.run("true", timeout=60)
+        took = time.monotonic() - started
+    finally:
+        resume.cancel()
+        ctx.lab.run("h1", ["kill", "-CONT", pid], check=False)
+    assert result.ok, result
+    assert took >= LOGIND_PAUSE - 2, f"the login did not wait for logind ({took:.1f} s)"
 
 
 def test_an_unreachable_host_is_an_error_and_the_others_are_still_checked(ctx, capsys):
