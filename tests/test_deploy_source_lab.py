@@ -17,7 +17,7 @@ import pytest
 from lab.hosts import available
 from lab.stack import converged_lab
 from lab.subnets import subnets
-from ops.remote import converge
+from ops.remote import CHANNEL_TIMEOUT, converge
 from render.roles.base import AUTHORIZED_KEYS_DIR
 from model import derive
 
@@ -53,7 +53,7 @@ def _jump(dep, jumper: str, user: str, target: str = "h1") -> str:
                     allow_agent=False, look_for_keys=False)
     try:
         channel = bastion.get_transport().open_channel(
-            "direct-tcpip", (str(stack.hosts[target].lan_ip), 22), ("127.0.0.1", 0), timeout=20)
+            "direct-tcpip", (str(stack.hosts[target].lan_ip), 22), ("127.0.0.1", 0), timeout=CHANNEL_TIMEOUT)
         inner = paramiko.Transport(channel)
         try:
             inner.start_client(timeout=20)

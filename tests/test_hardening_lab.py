@@ -16,7 +16,7 @@ import pytest
 from lab.hosts import Lab, available, layout
 from lab.stack import boot_and_converge, lab_stack
 from lab.subnets import subnets
-from ops.remote import converge
+from ops.remote import CHANNEL_TIMEOUT, converge
 from model import derive
 
 pytestmark = pytest.mark.lab
@@ -29,7 +29,8 @@ FRONT, LAN, VPN_CIDR = NETS.front, NETS.lan, NETS.vpn
 LYNIS_INDEX_BEFORE = 64
 
 # A member's session on the bastion asks for one direct-tcpip channel (what -J, -L and -D all use)
-# and says whether it opened. Runs in the root namespace, "the internet".
+# and says whether it opened. Runs in the root namespace, "the internet". The channel waits as long
+# as ops/remote.py's (the bastion's sshd answers once logind has opened the login's session).
 CHANNEL = (
     "import io, sys, paramiko\n"
     "gw, user, target, port = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])\n"
@@ -37,7 +38,7 @@ CHANNEL = (
     "c = paramiko.SSHClient(); c.set_missing_host_key_policy(paramiko.AutoAddPolicy())\n"
     "c.connect(gw, username=user, pkey=k, timeout=20, allow_agent=False, look_for_keys=False)\n"
     "try:\n"
-    "    ch = c.get_transport().open_channel('direct-tcpip', (target, port), ('127.0.0.1', 0), timeout=20)\n"
+    f"    ch = c.get_transport().open_channel('direct-tcpip', (target, port), ('127.0.0.1', 0), timeout={CHANNEL_TIMEOUT})\n"
     "    print('opened'); ch.close()\n"
     "except paramiko.ChannelException as e:\n"
     "    print('refused', e.code)\n"
@@ -62,7 +63,7 @@ def _channel(hard, user: str, target: str, port: int) -> str:
     ls = hard["ls"]
     gw = derive.gateway_address(ls.stack)
     out = subprocess.run([sys.executable, "-c", CHANNEL, gw, user, target, str(port)],
-                         input=ls.keys[user].private_openssh, capture_output=True, text=True, timeout=90)
+                         input=ls.keys[user].private_openssh, capture_output=True, text=True, timeout=CHANNEL_TIMEOUT + 60)
     assert out.returncode == 0, out.stderr
     return out.stdout.strip()
 
