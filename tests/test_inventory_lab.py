@@ -23,12 +23,14 @@ import bcrypt
 import pytest
 
 from model.load import build_stack
-from lab.hosts import HOST_ENV, Lab, LabHost, available, stop_process
-from lab.stack import PEBBLE_MANAGEMENT_PORT, PEBBLE_PORT, boot_and_converge, ssh_keypair, web_lab_stack
+from lab.hosts import Lab, LabHost, stop_process
+from lab.stack import boot_and_converge, ssh_keypair, web_lab_stack
 from lab.subnets import subnets
 from render import inventory
 from render.roles import monitoring as mr
 from tests.test_monitoring_lab import _wait  # bounded polling, failing with what did not happen
+from tests.test_web_lab import _start_pebble
+from tests.tools import lab_ready
 
 pytestmark = pytest.mark.lab
 
@@ -178,25 +180,6 @@ def _lab_stack(offsite_key: str):
     return base
 
 
-def _start_pebble(ls, tmp: Path) -> subprocess.Popen:
-    (tmp / "pebble-cert.pem").write_text(ls.pebble_cert_pem)
-    (tmp / "pebble-key.pem").write_text(ls.pebble_key_pem)
-    (tmp / "pebble.json").write_text(json.dumps({"pebble": {
-        "listenAddress": f"{ls.pebble_address}:{PEBBLE_PORT}",
-        "managementListenAddress": f"{ls.pebble_address}:{PEBBLE_MANAGEMENT_PORT}",
-        "certificate": str(tmp / "pebble-cert.pem"), "privateKey": str(tmp / "pebble-key.pem"),
-        "httpPort": 80, "tlsPort": 443, "ocspResponderURL": "", "externalAccountBindingRequired": False}}))
-    log = open(tmp / "pebble.log", "wb")
-    proc = subprocess.Popen(
-        ["pebble", "-config", str(tmp / "pebble.json")], stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-        start_new_session=True,
-        # No name server in this lab: the proxy's names are not what is shown here, the page is.
-        env={"PATH": HOST_ENV["PATH"], "PEBBLE_VA_ALWAYS_VALID": "1", "PEBBLE_VA_NOSLEEP": "1", "PEBBLE_WFE_NONCEREJECT": "0"},
-    )
-    log.close()
-    return proc
-
-
 def _pve_exporter_release(tmp: Path) -> Path:
     """The pinned pve-exporter, installed from PyPI on this machine once (a lab host has no network
     to PyPI); the monitoring host gets it where its converge looks, so the install step is skipped."""
@@ -264,12 +247,7 @@ def _prepare_offsite(lab: Lab, public_key: str) -> None:
 
 @pytest.fixture(scope="module")
 def inv(tmp_path_factory):
-    ok, why = available()
-    if not ok:
-        pytest.skip(f"lab unavailable: {why}")
-    missing = sorted({pkg for tool, pkg in TOOLS.items() if shutil.which(tool, path=HOST_ENV["PATH"]) is None})
-    if missing:
-        pytest.fail(f"missing Debian packages for the inventory lab: {' '.join(missing)} (make setup)")
+    lab_ready(TOOLS, "inventory")
     started = time.monotonic()
     tmp = tmp_path_factory.mktemp("inventory")
     # The addresses are known before the lab is up; the off-site host key only after.
@@ -283,7 +261,8 @@ def inv(tmp_path_factory):
         ls.late[mr.LATE_PVE_TOKEN] = mr.yaml_scalar(PVE_TOKEN)
         ls.late[inventory.LATE_OFFSITE_KEY] = push_key.private_openssh
         usage = tmp / "pve-usage.json"
-        pebble = _start_pebble(ls, tmp)
+        # No name server in this lab: the proxy's names are not what is shown here, the page is.
+        pebble, _ = _start_pebble(ls, tmp, dns=False)
         fake = None
         try:
             fake = _start_fakepve(lab, ls, tmp, usage)

@@ -11,7 +11,6 @@ import io
 import json
 import os
 import re
-import shutil
 import subprocess
 import time
 import urllib.parse
@@ -24,7 +23,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from model.load import build_stack
-from lab.hosts import HOST_ENV, Lab, LabHost, available, stop_process
+from lab.hosts import Lab, LabHost, stop_process
 from lab.stack import PEBBLE_PORT, WebLabStack, _acme_server_ca, boot_and_converge, lab_stack
 from lab.subnets import subnets
 from ops.remote import Result, converge
@@ -32,6 +31,7 @@ from render.roles import mail as rmail
 from render.roles import monitoring as mr
 # pebble as the web lab runs it: in the root namespace, resolving through the lab's name server.
 from tests.test_web_lab import _pebble_root, _start_pebble
+from tests.tools import lab_ready
 
 pytestmark = pytest.mark.lab
 
@@ -166,12 +166,7 @@ def _start_outside(lab: Lab, ns: str) -> None:
 
 @pytest.fixture(scope="module")
 def ml(tmp_path_factory):
-    ok, why = available()
-    if not ok:
-        pytest.skip(f"lab unavailable: {why}")
-    missing = sorted({pkg for tool, pkg in TOOLS.items() if shutil.which(tool, path=HOST_ENV["PATH"]) is None})
-    if missing:
-        pytest.fail(f"missing Debian packages for the mail lab: {' '.join(missing)} (make setup)")
+    lab_ready(TOOLS, "mail")
     started = time.monotonic()
     ls = mail_lab_stack()
     tmp = tmp_path_factory.mktemp("mail")

@@ -6,13 +6,12 @@ retired upstream, Prometheus has no probe for them, and the lab's name server st
 from __future__ import annotations
 
 import json
-import shutil
 
 import bcrypt
 import pytest
 
 from model.load import build_stack
-from lab.hosts import HOST_ENV, Lab, available, stop_process
+from lab.hosts import Lab, stop_process
 from lab.stack import boot_and_converge, web_lab_stack
 from lab.subnets import subnets
 from render.roles import monitoring as mr
@@ -31,6 +30,7 @@ from tests.test_web_lab import (
     _start_pebble,
     _start_upstreams,
 )
+from tests.tools import lab_ready
 
 pytestmark = pytest.mark.lab
 
@@ -62,12 +62,7 @@ def _retire_lab_stack():
 
 @pytest.fixture(scope="module")
 def web(tmp_path_factory):
-    ok, why = available()
-    if not ok:
-        pytest.skip(f"lab unavailable: {why}")
-    missing = sorted({pkg for tool, pkg in TOOLS.items() if shutil.which(tool, path=HOST_ENV["PATH"]) is None})
-    if missing:
-        pytest.fail(f"missing Debian packages for the retire lab: {' '.join(missing)} (apt-get install them)")
+    lab_ready(TOOLS, "retire")
     ls = _retire_lab_stack()
     tmp = tmp_path_factory.mktemp("retire")
     with Lab(PREFIX, ls.lab_hosts, front=str(FRONT), lan=str(LAN), lan_gateway=ls.lan_gateway) as lab:

@@ -8,7 +8,6 @@ import http.client
 import json
 import os
 import re
-import shutil
 import socket
 import ssl
 import subprocess
@@ -19,7 +18,7 @@ from typing import Optional
 
 import pytest
 
-from lab.hosts import HOST_ENV, Lab, available, stop_process
+from lab.hosts import Lab, stop_process
 from lab.stack import (
     DKIM_SELECTOR,
     PEBBLE_MANAGEMENT_PORT,
@@ -36,11 +35,11 @@ from render import shortlinks
 from render.roles.reverse_proxy import TLS_DIR, certificates
 from model.load import build_stack
 from model.stack import Stack
+from tests.tools import lab_ready
 
 pytestmark = pytest.mark.lab
 
 PREFIX = "hweb"
-HOST_PATH = HOST_ENV["PATH"]
 DOMAIN = "hypha.coop"
 # The stand-in for each upstream service: the app itself is out of scope, this answers for it.
 UPSTREAMS = {"www": 8080, "loomio": 3000}
@@ -107,8 +106,9 @@ def _wait_port(address: str, port: int, seconds: float, proc: Optional[subproces
     raise RuntimeError(f"nothing listens on {address}:{port} after {seconds} s")
 
 
-def _start_pebble(ls: WebLabStack, tmp: Path) -> tuple[subprocess.Popen, Path]:
-    """pebble in the root namespace ("the internet"), its names resolved by the lab's dns host."""
+def _start_pebble(ls: WebLabStack, tmp: Path, dns: bool = True) -> tuple[subprocess.Popen, Path]:
+    """pebble in the root namespace ("the internet"), its names resolved by the lab's dns host; a lab
+    without one (dns=False) has pebble take every challenge as valid."""
     (tmp / "pebble-cert.pem").write_text(ls.pebble_cert_pem)
     (tmp / "pebble-key.pem").write_text(ls.pebble_key_pem)
     config = tmp / "pebble.json"
@@ -123,14 +123,15 @@ def _start_pebble(ls: WebLabStack, tmp: Path) -> tuple[subprocess.Popen, Path]:
         "externalAccountBindingRequired": False,
     }}))
     log = tmp / "pebble.log"
-    ns_address = ls.front_ip["dns"]
+    argv = ["pebble", "-config", str(config)]
+    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "PEBBLE_VA_NOSLEEP": "1", "PEBBLE_WFE_NONCEREJECT": "0"}
+    if dns:
+        argv += ["-dnsserver", f"{ls.front_ip['dns']}:53"]
+    else:
+        env["PEBBLE_VA_ALWAYS_VALID"] = "1"
     with open(log, "wb") as out:
-        proc = subprocess.Popen(
-            ["pebble", "-config", str(config), "-dnsserver", f"{ns_address}:53"],
-            stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
-            env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "PEBBLE_VA_NOSLEEP": "1",
-                 "PEBBLE_WFE_NONCEREJECT": "0"},
-        )
+        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+                                start_new_session=True, env=env)
     try:
         _wait_port(ls.pebble_address, PEBBLE_PORT, 15, proc)
         _wait_port(ls.pebble_address, PEBBLE_MANAGEMENT_PORT, 15, proc)
@@ -163,12 +164,7 @@ def _pebble_root(ls: WebLabStack) -> str:
 
 @pytest.fixture(scope="module")
 def web(tmp_path_factory):
-    ok, why = available()
-    if not ok:
-        pytest.skip(f"lab unavailable: {why}")
-    missing = sorted({pkg for tool, pkg in TOOLS.items() if shutil.which(tool, path=HOST_PATH) is None})
-    if missing:
-        pytest.fail(f"missing Debian packages for the web lab: {' '.join(missing)} (apt-get install them)")
+    lab_ready(TOOLS, "web")
     ls = web_lab_stack(WEB_FRONT, WEB_LAN)
     tmp = tmp_path_factory.mktemp("web")
     with Lab(PREFIX, ls.lab_hosts, front=str(WEB_FRONT), lan=str(WEB_LAN), lan_gateway=ls.lan_gateway) as lab:

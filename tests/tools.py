@@ -1,4 +1,4 @@
-"""The one way a test finds the real tool it checks with: on PATH or in /usr/sbin, else a failure saying how to get it."""
+"""The one way a test finds the real tools it checks with: on PATH or in /usr/sbin (or a lab host's PATH), else a failure saying how to get them."""
 
 from __future__ import annotations
 
@@ -8,6 +8,8 @@ from typing import Optional
 
 import pytest
 
+from lab.hosts import HOST_ENV, available
+
 
 def need(tool: str, package: Optional[str] = None) -> str:
     """The path of `tool`; a missing checker fails the test (never skips it), naming the fix."""
@@ -16,3 +18,14 @@ def need(tool: str, package: Optional[str] = None) -> str:
         where = f" (Debian package {package})" if package else ""
         pytest.fail(f"{tool} is missing; run `make setup`{where}")
     return path
+
+
+def lab_ready(tools: dict[str, str], what: str) -> None:
+    """Before a lab fixture boots anything: skip where no lab can run here; fail when a tool the lab's
+    hosts run (tool -> Debian package, looked up on a lab host's PATH) is missing, naming the packages."""
+    ok, why = available()
+    if not ok:
+        pytest.skip(f"lab unavailable: {why}")
+    missing = sorted({pkg for tool, pkg in tools.items() if shutil.which(tool, path=HOST_ENV["PATH"]) is None})
+    if missing:
+        pytest.fail(f"missing Debian packages for the {what} lab: {' '.join(missing)} (make setup)")
