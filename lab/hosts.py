@@ -848,7 +848,8 @@ class Lab:
                 if init and r.process.poll() is None:
                     _kill(init)
                     r.init = init
-                r.poweroff_sent = True
+                # No init yet (still booting): _stop asks it to power off until it has one, as before.
+                r.poweroff_sent = init is not None or r.process.poll() is not None
             except Exception as exc:
                 errors.append(f"kill {host}: {exc}")
         while self._cleanups:
