@@ -27,6 +27,7 @@ Decisions:
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import hmac
 import json
@@ -618,7 +619,10 @@ def _people_hashes(stack: Stack, ui_password_hashes: str) -> list[tuple[str, str
     return [(name, hashes[name]) for name in members if name in hashes]
 
 
+@functools.lru_cache(maxsize=8)
 def _own_hash(ui_password_hashes: str) -> str:
+    # A pure function of the secret (the salt is derived from it too), asked for three times per
+    # stack (web, Alertmanager and guard users); bcrypt at cost 10 is about 60 ms each time.
     password = scrape_password(ui_password_hashes)
     return bcrypt.hashpw(password.encode(), _bcrypt_salt(ui_password_hashes.encode(), SCRAPE_USER)).decode()
 
