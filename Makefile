@@ -44,9 +44,14 @@ test:
 	$(PY) -m pytest -q
 
 # One tier each (pytest.ini's markers; every test file is exactly one): the program under mocks, the
-# rendered files under their daemons' checkers, the lab's hosts (root).
-test-program test-files test-lab: test-%:
-	$(PY) -m pytest -q -m $*
+# rendered files under their daemons' checkers, the lab's hosts (root). The first two spread their
+# tests over the cores (pytest-xdist; worksteal: a worker that runs dry takes tests from the other, as
+# a few real-borg tests take seconds each); the lab's share subnets and a CA, so it runs one at a time.
+test-program test-files: test-%:
+	$(PY) -m pytest -q -m $* -n auto --dist worksteal
+
+test-lab:
+	$(PY) -m pytest -q -m lab
 
 # The fuzz suite with its long profile (thousands of examples per property; `make test` runs the short one).
 fuzz:

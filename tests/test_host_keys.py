@@ -19,6 +19,7 @@ from render import hostkeys
 from render.roles import host_plan
 from model import derive
 from tests.program_runs import SNIPPET, STACKS, child, model, raw, run, snippet_source
+from tests.tools import sshd_runtime_dir
 
 pytestmark = pytest.mark.files
 
@@ -285,6 +286,7 @@ def _rotation_run(tmp_path, values: dict) -> tuple[subprocess.CompletedProcess, 
     """The rotation script on a directory standing in for /etc/ssh (and sshd's run dir), reload left out."""
     from render.converge import fill
 
+    sshd_runtime_dir()  # the script's sshd -t, which needs the real one
     etc = tmp_path / "etc-ssh"
     etc.mkdir()
     for name in ("ssh_host_ed25519_key", "ssh_host_ed25519_key.pub"):

@@ -14,6 +14,7 @@ import yaml
 
 from render.roles.base import SSHD_DROPIN as SSHD_DROPIN_PATH
 from tests.program_runs import SNIPPET, STACKS, run, snippet_source
+from tests.tools import sshd_runtime_dir
 
 pytestmark = pytest.mark.files
 
@@ -29,7 +30,7 @@ def _tool(path, package):
 
 def _snippets():
     for stack in STACKS:
-        for res in run(stack).of_type(SNIPPET):
+        for res in sorted(run(stack).of_type(SNIPPET), key=lambda r: r.name):  # registration order varies
             yield pytest.param(stack, res.name, snippet_source(res)["data"], id=f"{stack}-{res.name}")
 
 
@@ -114,9 +115,7 @@ def test_cloud_init_schema_rejects_a_broken_document(tmp_path):
 
 @pytest.fixture(autouse=True, scope="module")
 def _sshd_runtime_dir():
-    # sshd -t/-T refuse to run without its privilege separation directory, which systemd
-    # creates at boot on a real host (RuntimeDirectory=sshd); this machine has no systemd.
-    Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)
+    sshd_runtime_dir()
 
 
 def _sshd_config(tmp_path: Path, dropins: dict[str, str]) -> Path:

@@ -29,3 +29,9 @@ def lab_ready(tools: dict[str, str], what: str) -> None:
     missing = sorted({pkg for tool, pkg in tools.items() if shutil.which(tool, path=HOST_ENV["PATH"]) is None})
     if missing:
         pytest.fail(f"missing Debian packages for the {what} lab: {' '.join(missing)} (make setup)")
+
+
+def sshd_runtime_dir() -> None:
+    """sshd -t/-T refuse to run without their privilege separation directory, /run/sshd, which systemd
+    creates at boot on a real host (RuntimeDirectory=sshd); this machine has no systemd."""
+    Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)
