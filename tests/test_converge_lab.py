@@ -115,6 +115,14 @@ def test_second_run_changes_nothing_and_restarts_nothing(ctx):
     assert {h: _unit_state(ctx, h) for h in HOSTS} == before
 
 
+def test_the_deploy_users_manager_lingers_so_no_login_waits_to_start_it(ctx):
+    """logind's own answer (its Linger property reads the linger file) and the manager running."""
+    for host in HOSTS:
+        assert ctx.lab.run(host, ["loginctl", "show-user", "deploy", "-p", "Linger", "--value"]).stdout.strip() == "yes"
+        uid = ctx.lab.run(host, ["id", "-u", "deploy"]).stdout.strip()
+        assert ctx.lab.run(host, ["systemctl", "is-active", f"user@{uid}.service"], check=False).stdout.strip() == "active"
+
+
 def test_people_keys_and_sudo_follow_the_access_model(ctx, tmp_path):
     for host in ("gw", "h1"):
         t = _testinfra(ctx, host, tmp_path)

@@ -16,6 +16,7 @@ AUTHORIZED_KEYS_DIR = "/etc/ssh/authorized_keys"
 SSHD_DROPIN = "/etc/ssh/sshd_config.d/10-hypha.conf"
 PEOPLE_GROUP = "hypha-people"
 SYSCTL_BASE = "/etc/sysctl.d/80-hypha-base.conf"
+LINGER_DIR = "/var/lib/systemd/linger"
 NTP_SERVERS = ("0.debian.pool.ntp.org", "1.debian.pool.ntp.org", "2.debian.pool.ntp.org")
 
 
@@ -137,6 +138,14 @@ def contribute(stack: Stack, host: str, plan: HostPlan) -> None:
         # Read at each login and module load: nothing to reload.
         ManagedFile("/etc/security/limits.d/90-hypha.conf", render("base/limits.conf.j2")),
         ManagedFile("/etc/modprobe.d/hypha-blacklist.conf", render("base/modprobe-blacklist.conf.j2")),
+        # The deploy user lingers: logind keeps its user manager (user@UID.service) running between
+        # logins instead of starting it for each one. pam_systemd's CreateSession waits for that
+        # start (up to 2 minutes, LOGIN_SLOW_BUS_CALL_TIMEOUT_USEC), and sshd opens no channel until
+        # then: on a loaded host every converge and drift check waited for it. logind asks for the
+        # file each time (systemd src/login/logind-user.c, user_check_linger_file: access(F_OK) on
+        # /var/lib/systemd/linger/<name>, from user_may_gc) and starts lingering users at boot
+        # (logind.c, manager_enumerate_linger_users), so the file is the whole setting.
+        ManagedFile(f"{LINGER_DIR}/{derive.DEPLOY_USER}", ""),
     ]
     plan.packages += BASE_PACKAGES
     plan.units += BASE_UNITS
