@@ -1,5 +1,5 @@
 """The plan types every role fills in: ManagedFile, Account, DeriveStep, HostPlan, late values, and
-the Role a render/roles/ module exports.
+the Role a render/roles/ module exports (with what it publishes for other roles: Record, Scrape, Probe).
 
 A host's plan is the one desired state: cloud-init seeds the access files from it, the converge
 script (render/converge.py) applies all of it, the drift check compares hosts against it, and the
@@ -110,6 +110,38 @@ class LateValue:
 
 
 @dataclass(frozen=True)
+class Record:
+    """One resource record: absolute owner name (no trailing dot), type, data in zone-file syntax, TTL."""
+
+    name: str
+    type: str
+    data: str
+    ttl: int
+
+
+@dataclass(frozen=True)
+class Scrape:
+    """A Prometheus scrape job of one target, labelled as `host`'s (plus `labels`)."""
+
+    job: str
+    host: str
+    target: str
+    labels: tuple[tuple[str, str], ...] = ()
+
+
+@dataclass(frozen=True)
+class Probe:
+    """A blackbox probe: `module` against `target`, shown as `url`; the probes of one `job` share a job."""
+
+    job: str
+    host: str
+    module: str
+    target: str
+    url: str
+    service: str
+
+
+@dataclass(frozen=True)
 class Role:
     """What one render/roles/ module exports as `ROLE`: its name, how it fills a host's plan, and what
     it needs from the other layers, as data."""
@@ -123,3 +155,14 @@ class Role:
     """Units its converge enables that a bare lab host must start with off (like a fresh VM's)."""
     packages: tuple[str, ...] = ()
     """Debian packages its converge may install (a superset: the lab machine needs them all, Makefile APT_PACKAGES)."""
+    # What it publishes for the roles that gather them (render/gather.py), so neither side names the other:
+    zone_records: Optional[Callable[[Stack], list[Record]]] = None
+    """Records for the managed zone (the dns role's zone file)."""
+    scrapes: Optional[Callable[[Stack], list[Scrape]]] = None
+    """Exporters for the monitoring host to scrape."""
+    probes: Optional[Callable[[Stack], list[Probe]]] = None
+    """Blackbox probes for the monitoring host to run."""
+    alert_rules: Optional[Callable[[Stack], str]] = None
+    """Alert groups, as more items of the rules file's `groups:` list."""
+    blackbox_modules: Optional[Callable[[Stack, bool], str]] = None
+    """Blackbox modules its probes name, as more entries of `modules:` (the bool: verify certificates)."""

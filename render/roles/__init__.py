@@ -2,6 +2,8 @@
 
 A host's plan is the base, then each of its roles in sorted order, then the backup client (every
 host that holds data is one). model/roles.py lists every role name; a test holds the two equal.
+Every role is also registered with render/gather.py, which hands what a role publishes (zone records,
+scrape targets, probes, alert rules) to the dns and monitoring roles.
 Adding a role: README, "Adding a role".
 """
 
@@ -9,6 +11,7 @@ from __future__ import annotations
 
 from model.stack import Stack
 
+from .. import gather
 from ..plan import HostPlan, Role
 from . import backup, base, dns, gateway, mail, monitoring, reverse_proxy
 
@@ -24,6 +27,10 @@ LAST: tuple[Role, ...] = (mail.CLIENT, backup.CLIENT)
 def every_role() -> list[Role]:
     """Every Role, the implicit ones included (for what the lab and components collect from them)."""
     return [*FIRST, *ROLES.values(), *LAST]
+
+
+# What each role publishes (zone records, scrapes, probes, rules) reaches the roles that gather it.
+gather.register(every_role())
 
 
 def host_plan(stack: Stack, host: str) -> HostPlan:

@@ -4,18 +4,17 @@ from __future__ import annotations
 
 import hashlib
 import re
-from dataclasses import dataclass
 from datetime import date
 from typing import Optional
 
-from model import derive_mail
 from model.derive_dns import in_zone, mx_name, nameserver_host, nameservers, published_addresses
 from model.dns import Dns
 from model.facts import front_host
 from model.stack import Stack
 
 from .. import quote
-from ..plan import DeriveStep, HostPlan, ManagedFile, Role, late
+from .. import gather
+from ..plan import DeriveStep, HostPlan, ManagedFile, Record, Role
 from ..templates import render
 
 # Where things live on the dns host. The body is the managed file (converge compares its hash, the
@@ -53,16 +52,6 @@ CHECKZONE_ARGS = ["-k", "fail", "-m", "fail", "-M", "fail", "-n", "fail", "-S", 
 _TYPE_ORDER = {"SOA": 0, "NS": 1, "A": 2, "AAAA": 3, "CNAME": 4, "MX": 5, "TXT": 6, "CAA": 7}
 # A TXT character-string holds at most 255 bytes on the wire (RFC 1035 section 3.3).
 TXT_CHUNK = 255
-
-
-@dataclass(frozen=True)
-class Record:
-    """One resource record: absolute owner name (no trailing dot), type, data in zone-file syntax, TTL."""
-
-    name: str
-    type: str
-    data: str
-    ttl: int
 
 
 def zone_name(stack: Stack) -> str:
@@ -245,32 +234,11 @@ def render_zone(records: list[Record], serial: int) -> str:
 
 def zone_body(stack: Stack, dns: Dns) -> str:
     """The managed zone file: serial BODY_SERIAL, so it changes only when a record does. Besides the
-    catalog's records it holds the mail host's DKIM keys, which exist only once the program runs
-    (late values: render/roles/mail.py)."""
+    catalog's records it holds what other roles publish (render/gather.py), such as the mail host's
+    DKIM keys, which exist only once the program runs (late values)."""
     zone = zone_name(stack)
-    records = sorted(set(zone_records(stack, dns) + mail_key_records(stack)), key=lambda r: _order(r, zone))
+    records = sorted(set(zone_records(stack, dns) + gather.zone_records(stack)), key=lambda r: _order(r, zone))
     return render_zone(records, BODY_SERIAL)
-
-
-# The mail host's DKIM keys (model/derive_mail.py) are made by the program, so each record's key is
-# a late value, declared and made as the mail role says (render/roles/mail.py).
-DKIM_RECORD_LATE = "mail/dkim-record/{selector}"
-
-
-def dkim_record_late(selector: str) -> str:
-    return DKIM_RECORD_LATE.format(selector=selector)
-
-
-def mail_key_records(stack: Stack) -> list[Record]:
-    """A TXT record per selector the mail host publishes. The tags are written here and the key
-    follows as more strings of the same record: read without its late value (policy/view.py) the
-    record still parses, as a key being published."""
-    if stack.mail is None or stack.dns is None or derive_mail.mail_host(stack.hosts) is None:
-        return []
-    return [
-        Record(f"{sel}._domainkey.{zone_name(stack)}", "TXT", f'"v=DKIM1; k=rsa; p=" {late(dkim_record_late(sel))}', stack.dns.ttl)
-        for sel in derive_mail.signing_selectors(stack.mail)
-    ]
 
 
 def set_serial(zone_text: str, serial: int) -> str:

@@ -30,7 +30,7 @@ from model.mail import Mail
 from model.stack import Stack
 
 from .. import metrics
-from ..plan import HostPlan, LateValue, ManagedFile, Role, late
+from ..plan import HostPlan, LateValue, ManagedFile, Probe, Record, Role, Scrape, late
 from ..quote import Shell, postfix_word, sh
 from ..templates import TEMPLATES, render
 from . import dns
@@ -87,7 +87,7 @@ DMARC_TRANSPORT = "dmarc"
 # Late values (components make them): the signing key of a selector, and its public half as the
 # `p=` of its TXT record, already in zone-file syntax (quoted strings of at most 255 bytes).
 LATE_KEY = "mail/dkim-key/{selector}"
-LATE_RECORD = dns.DKIM_RECORD_LATE  # the zone's record of each key (render/roles/dns.py writes it)
+LATE_RECORD = "mail/dkim-record/{selector}"  # in the zone's TXT record of the key (key_records)
 KEY_BITS = 2048
 
 
@@ -96,7 +96,7 @@ def key_late(selector: str) -> str:
 
 
 def record_late(selector: str) -> str:
-    return dns.dkim_record_late(selector)
+    return LATE_RECORD.format(selector=selector)
 
 
 def key_path(selector: str) -> str:
@@ -294,27 +294,38 @@ def rule_groups(stack: Stack) -> str:
     )
 
 
-def scrape_targets(stack: Stack) -> list[tuple[str, str, dict]]:
-    """(job, target, extra labels): the exporter on the mail host's LAN address."""
+def scrapes(stack: Stack) -> list[Scrape]:
+    """The exporter on the mail host's LAN address."""
     host = mail_model.mail_host(stack.hosts)
     if stack.mail is None or host is None:
         return []
-    return [("postfix", f"{stack.hosts[host].lan_ip}:{mail_model.EXPORTER_PORT}", {})]
+    return [Scrape("postfix", host, f"{stack.hosts[host].lan_ip}:{mail_model.EXPORTER_PORT}")]
 
 
-def smtp_probes(stack: Stack) -> list[dict]:
+def probes(stack: Stack) -> list[Probe]:
     """The STARTTLS probe of port 25 (its certificate's expiry feeds CertificateExpiringSoon)."""
     host = mail_model.mail_host(stack.hosts)
     if stack.mail is None or host is None:
         return []
-    return [{"host": host, "module": SMTP_PROBE_MODULE, "target": f"{stack.hosts[host].lan_ip}:25",
-             "url": f"smtp://{mail_name(stack)}:25"}]
+    return [Probe("probe_smtp", host, SMTP_PROBE_MODULE, f"{stack.hosts[host].lan_ip}:25", f"smtp://{mail_name(stack)}:25", "smtp")]
 
 
 def blackbox_modules(stack: Stack, verify: bool) -> str:
-    if not smtp_probes(stack):
+    if not probes(stack):
         return ""
     return render("mail/blackbox.yml.j2", module=SMTP_PROBE_MODULE, server_name=mail_name(stack), verify=verify)
+
+
+def key_records(stack: Stack) -> list[Record]:
+    """A TXT record per selector the mail host publishes in the zone. The tags are written here and
+    the key follows as more strings of the same record: read without its late value (policy/view.py)
+    the record still parses, as a key being published."""
+    if stack.mail is None or stack.dns is None or mail_model.mail_host(stack.hosts) is None:
+        return []
+    return [
+        Record(f"{sel}._domainkey.{dns.zone_name(stack)}", "TXT", f'"v=DKIM1; k=rsa; p=" {late(record_late(sel))}', stack.dns.ttl)
+        for sel in mail_model.signing_selectors(stack.mail)
+    ]
 
 
 def relay_host(stack: Stack) -> Optional[str]:
@@ -362,5 +373,6 @@ ROLE = Role(
     NAME, contribute, late=_LATE,
     bare_units=("postfix.service", "opendkim.service", "postsrsd.service", "certbot.timer", "prometheus-postfix-exporter.service"),
     packages=tuple(PACKAGES),
+    zone_records=key_records, scrapes=scrapes, probes=probes, alert_rules=rule_groups, blackbox_modules=blackbox_modules,
 )
 CLIENT = Role("mail_client", contribute_client, bare_units=("postfix.service",), packages=tuple(CLIENT_PACKAGES))

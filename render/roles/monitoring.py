@@ -51,13 +51,12 @@ from model.derive_monitoring import (
 )
 
 from model import derive_backup as backup_model
-from model import derive_mail as mail_model
 
-from .. import inventory, metrics
+from .. import gather, inventory, metrics
 from ..plan import HostPlan, LateValue, ManagedFile, Role, late
 from ..quote import Shell, sh
 from ..templates import render
-from . import backup, mail
+from . import backup
 
 PACKAGES = ["prometheus", "prometheus-alertmanager", "prometheus-blackbox-exporter"]
 PROMETHEUS_UNIT = "prometheus"
@@ -168,13 +167,17 @@ def scrape_jobs(stack: Stack, mon: Monitoring) -> list[dict]:
     dns = dns_probes(stack)
     if dns:
         jobs.append(_probe_job("probe_dns", dns))
-    # The mail role's exporter and its STARTTLS probe of port 25 (render/roles/mail.py).
-    for job, target, extra in mail.scrape_targets(stack):
-        host = mail_model.mail_host(stack.hosts)
-        jobs.append({"job_name": job, "static_configs": [{"targets": [target], "labels": _labels(stack, host, **extra)}]})
-    smtp = [{**p, "labels": _labels(stack, p["host"], service="smtp")} for p in mail.smtp_probes(stack)]
-    if smtp:
-        jobs.append(_probe_job("probe_smtp", smtp))
+    # What other roles publish (render/gather.py): the mail role's exporter and its STARTTLS probe.
+    for s in gather.scrapes(stack):
+        labels = _labels(stack, s.host, **dict(s.labels))
+        jobs.append({"job_name": s.job, "static_configs": [{"targets": [s.target], "labels": labels}]})
+    published: dict[str, list[dict]] = {}
+    for p in gather.probes(stack):
+        published.setdefault(p.job, []).append(
+            {"module": p.module, "target": p.target, "url": p.url, "labels": _labels(stack, p.host, service=p.service)}
+        )
+    for job, probes in published.items():
+        jobs.append(_probe_job(job, probes))
     if mon.pve_exporter is not None:
         api_host = stack.proxmox.endpoint.split("//", 1)[1].split("/", 1)[0].rsplit(":", 1)[0]
         jobs.append(
@@ -312,8 +315,8 @@ def _yaml_list(items: list, indent: int) -> str:
 
 def rules(stack: Stack) -> str:
     """The alert rules: thresholds above; the backup clients (who must report) come from the catalog;
-    the mail role's group follows (render/roles/mail.py); `monitoring.alert_waits` replaces waits."""
-    text = _hypha_rules(stack) + mail.rule_groups(stack)
+    the groups other roles publish follow (render/gather.py); `monitoring.alert_waits` replaces waits."""
+    text = _hypha_rules(stack) + gather.alert_rules(stack)
     return with_waits(text, stack.monitoring.alert_waits) if stack.monitoring is not None else text
 
 
@@ -409,9 +412,8 @@ def guard_site(stack: Stack, mon: Monitoring) -> str:
 def blackbox_config(stack: Stack, mon: Monitoring) -> str:
     https = [p for p in http_probes(stack, mon) if p["module"].startswith("https_")]
     zone = stack.site.domain if stack.dns is not None else None
-    return render("monitoring/blackbox.yml.j2", https=https, verify=mon.verify_certificates, zone=zone) + mail.blackbox_modules(
-        stack, mon.verify_certificates
-    )
+    modules = render("monitoring/blackbox.yml.j2", https=https, verify=mon.verify_certificates, zone=zone)
+    return modules + gather.blackbox_modules(stack, mon.verify_certificates)
 
 
 def prometheus_args(stack: Stack, mon: Monitoring) -> str:
