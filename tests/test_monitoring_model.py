@@ -136,7 +136,28 @@ def test_alert_waits_set_the_wait_of_each_named_alert_and_no_other():
     assert list(after) == list(before)
     for name, rule in after.items():
         assert rule["for"] == waits.get(name, before[name]["for"]), name
-        assert {k: v for k, v in rule.items() if k != "for"} == {k: v for k, v in before[name].items() if k != "for"}, name
+        summary = before[name]["annotations"]["summary"]
+        if name in waits:  # a summary that says how long says the new wait (InstanceDown's "for 3 minutes")
+            summary = summary.replace(f"for {mr.spoken(before[name]['for'])}", f"for {mr.spoken(waits[name])}")
+        assert rule["annotations"]["summary"] == summary, name
+        assert {k: v for k, v in rule.items() if k not in ("for", "annotations")} == {
+            k: v for k, v in before[name].items() if k not in ("for", "annotations")}, name
+        assert rule["annotations"]["runbook"] == before[name]["annotations"]["runbook"], name
+
+
+def test_no_summary_tells_a_wait_other_than_its_rules():
+    """Where a summary says how long (`for 3 minutes`), it says the rule's wait, as set or not."""
+    cfg = raw("prod")
+    cfg["monitoring"]["alert_waits"] = {name: "7m" for name in ALERTS}
+    changed = {r["alert"]: r for g in yaml.safe_load(mr.rules(build_stack(cfg, "prod")))["groups"] for r in g["rules"]}
+    told = 0
+    for rule in _rules():
+        if f"for {mr.spoken(rule['for'])}" in rule["annotations"]["summary"]:
+            told += 1
+            assert "for 7 minutes" in changed[rule["alert"]]["annotations"]["summary"], rule["alert"]
+            assert f"for {mr.spoken(rule['for'])}" not in changed[rule["alert"]]["annotations"]["summary"], rule["alert"]
+    assert told >= 5  # InstanceDown, CpuSaturated, DiskWritesSustained, ProbeFailing, the never-reported pair
+    assert mr.spoken("1h30m") == "1 hour 30 minutes" and mr.spoken("1d") == "1 day" and mr.spoken("36h") == "36 hours"
 
 
 def test_backup_alerts_read_the_metrics_the_backup_role_writes():

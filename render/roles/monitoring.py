@@ -321,21 +321,32 @@ def rules(stack: Stack) -> str:
 
 
 _ALERT_LINE = re.compile(r"\s*- alert: (\S+)")
-_FOR_LINE = re.compile(r"(\s*)for: \S+")
+_FOR_LINE = re.compile(r"(\s*)for: (\S+)")
+_UNIT_WORDS = {"ms": "millisecond", "s": "second", "m": "minute", "h": "hour", "d": "day", "w": "week", "y": "year"}
+
+
+def spoken(duration: str) -> str:
+    """A Prometheus duration as a summary says it: `3m` is "3 minutes", `1h30m` "1 hour 30 minutes"."""
+    parts = re.findall(r"(\d+)(ms|[ywdhms])", duration)
+    return " ".join(f"{n} {_UNIT_WORDS[u]}{'' if n == '1' else 's'}" for n, u in parts)
 
 
 def with_waits(text: str, waits: dict[str, str]) -> str:
-    """The rules file with the `for:` of each alert named in `waits` set to its wait.
+    """The rules file with the `for:` of each alert named in `waits` set to its wait, and a summary
+    that says how long ("for 3 minutes") saying the new wait, so the page does not tell a stale one.
 
-    Every rule in the templates opens with `- alert:` and has one `for:` line; the waits are checked
-    durations (model/types.py Duration: digits and unit letters), so they go in as they are."""
-    out, alert = [], None
+    Every rule in the templates opens with `- alert:` and has one `for:` line before its summary; the
+    waits are checked durations (model/types.py Duration: digits and unit letters), so they go in as
+    they are."""
+    out, alert, said = [], None, None
     for line in text.split("\n"):
         if m := _ALERT_LINE.fullmatch(line):
-            alert = m.group(1)
+            alert, said = m.group(1), None
         elif (m := _FOR_LINE.fullmatch(line)) and alert in waits:
+            said = (f"for {spoken(m.group(2))}", f"for {spoken(waits[alert])}")
             line = f"{m.group(1)}for: {waits[alert]}"
-            alert = None
+        elif said and line.lstrip().startswith("summary:"):
+            line = re.sub(rf"{re.escape(said[0])}\b", said[1], line)
         out.append(line)
     return "\n".join(out)
 
