@@ -299,13 +299,23 @@ def read_yaml(path: Path, stack: str) -> dict[str, Any]:
     return _read_yaml_node(path, stack)[0]
 
 
+@functools.lru_cache(maxsize=8)
+def _parsed(text: str) -> tuple[Any, Optional[yaml.Node]]:
+    """The document and its node tree; a file is read several times per plan (spelling, then the
+    config), and the same text always parses the same way. Callers get a copy of the data."""
+    loader = _UniqueKeyLoader(text)
+    try:
+        node = loader.get_single_node()
+        return (loader.construct_document(node) if node is not None else None), node
+    finally:
+        loader.dispose()
+
+
 def _read_yaml_node(path: Path, stack: str) -> tuple[dict[str, Any], Optional[yaml.Node]]:
     text = read_text(path, stack)
-    loader = None
     try:
-        loader = _UniqueKeyLoader(text)
-        node = loader.get_single_node()
-        data = loader.construct_document(node) if node is not None else None
+        data, node = _parsed(text)
+        data = copy.deepcopy(data)
     except _FileProblem as exc:
         raise ConfigError(stack, [Problem(f"{path.name}:{exc.line}", exc.message)]) from None
     except yaml.MarkedYAMLError as exc:
@@ -322,9 +332,6 @@ def _read_yaml_node(path: Path, stack: str) -> tuple[dict[str, Any], Optional[ya
         ) from None
     except yaml.YAMLError as exc:
         raise ConfigError(stack, [Problem(f"{path.name}:1", f"{clip(str(exc), 200)}; fix the YAML syntax")]) from None
-    finally:
-        if loader is not None:
-            loader.dispose()
     if data is not None and not isinstance(data, dict):
         line = node.start_mark.line + 1 if node is not None else 1
         raise ConfigError(stack, [Problem(f"{path.name}:{line}", "must be a YAML map with a `config:` key")])
