@@ -63,6 +63,7 @@ bench:
 	$(PY) bench/drift_scale.py
 	$(PY) bench/backup.py
 	$(PY) bench/load_scale.py
+	$(PY) bench/tiers.py
 
 # Does every host still hold what the code renders? KEY: the deploy key (default $$HYPHA_DEPLOY_KEY_FILE).
 drift:
