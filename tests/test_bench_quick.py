@@ -38,10 +38,3 @@ def test_the_plan_bench_plans_generated_stacks_and_prod_in_quick_mode():
         assert m and int(m.group(1)) > hosts, out
     assert re.search(r"offline plan, real prod \(once\): \d+\.\d\d s, exit code 0", out), out
 
-
-def test_the_tier_bench_times_each_fast_tier_and_its_cpu_in_quick_mode():
-    out = _bench("tiers.py")
-    for tier in ("program", "files"):
-        m = re.search(rf"^  {tier} +(\d+) passed +(\d+\.\d) s wall +(\d+\.\d) s CPU", out, flags=re.M)
-        assert m and int(m.group(1)) > 0 and float(m.group(2)) > 0, out
-    assert re.search(r"^  together +\d+\.\d s wall +\d+\.\d s CPU", out, flags=re.M), out
