@@ -10,9 +10,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Optional
 
-from . import derive_backup, derive_mail, derive_monitoring, facts
+from . import derive_backup, derive_monitoring, facts
 from .derive_monitoring import ALERTMANAGER_PORT, PROMETHEUS_PORT
-from .roles import public_ports
+from .roles import public_ports, scraped_ports
 from .stack import Host, Stack
 
 NODE_EXPORTER_PORT = 9100
@@ -146,8 +146,8 @@ def inbound_rules(stack: Stack, host: str) -> list[Rule]:
         else:
             rules.append(Rule("tcp", svc.port, str(stack.network.lan_cidr), f"{name} on the LAN"))
     rules += _backup_rules(stack, host)
+    rules += _scraped_rules(stack, host)
     rules += _monitoring_rules(stack, host)
-    rules += _mail_rules(stack, host)
     # Same port and source twice (e.g. a role port and a service) is one rule.
     seen, unique = set(), []
     for r in rules:
@@ -164,6 +164,19 @@ def _backup_rules(stack: Stack, host: str) -> list[Rule]:
     return [Rule("tcp", 22, f"{stack.hosts[c].lan_ip}/32", f"borg from {c}") for c in derive_backup.clients(stack)]
 
 
+def _scraped_rules(stack: Stack, host: str) -> list[Rule]:
+    """The exporters of the host's roles (model/roles.py scraped_ports: the proxy's mtail, the mail
+    host's Postfix exporter), open to the monitoring host alone once the stack is monitored."""
+    if stack.monitoring is None:
+        return []
+    return [
+        Rule("tcp", port, f"{stack.hosts[mon].lan_ip}/32", f"{what} from {mon}")
+        for role in sorted(stack.hosts[host].roles)
+        for port, what in scraped_ports(role)
+        for mon in facts.hosts_with_role(stack.hosts, "monitoring")
+    ]
+
+
 def _monitoring_rules(stack: Stack, host: str) -> list[Rule]:
     """What the monitoring section opens with `ui: vpn`: the Prometheus and Alertmanager UIs from the
     gateway, which is where VPN traffic enters the LAN (it masquerades members' devices to its LAN
@@ -171,28 +184,13 @@ def _monitoring_rules(stack: Stack, host: str) -> list[Rule]:
     (inbound_rules above)."""
     mon = stack.monitoring
     watcher = derive_monitoring.monitoring_host(stack)
-    mtail = []
-    if mon is not None and watcher is not None and "reverse_proxy" in stack.hosts[host].roles:
-        # The proxy's access-log counters (mtail, render/access_metrics.py), read by Prometheus alone.
-        mtail.append(Rule("tcp", derive_monitoring.MTAIL_PORT, f"{stack.hosts[watcher].lan_ip}/32", f"mtail from {watcher}"))
     if mon is None or mon.ui != "vpn" or host != watcher or "gateway" in stack.hosts[host].roles:
-        return mtail
+        return []
     source = f"{gateway(stack).lan_ip}/32"
-    return mtail + [
+    return [
         Rule("tcp", PROMETHEUS_PORT, source, "prometheus ui from the vpn (via the gateway)"),
         Rule("tcp", ALERTMANAGER_PORT, source, "alertmanager ui from the vpn (via the gateway)"),
         Rule("tcp", derive_monitoring.INVENTORY_PORT, source, "inventory page from the vpn (via the gateway)"),
-    ]
-
-
-def _mail_rules(stack: Stack, host: str) -> list[Rule]:
-    """What the mail section opens on the mail host: its Postfix exporter, to the monitoring host.
-    Port 25 is the role's public port (model/roles.py)."""
-    if stack.mail is None or host != derive_mail.mail_host(stack.hosts):
-        return []
-    return [
-        Rule("tcp", derive_mail.EXPORTER_PORT, f"{stack.hosts[mon].lan_ip}/32", f"postfix exporter from {mon}")
-        for mon in facts.hosts_with_role(stack.hosts, "monitoring")
     ]
 
 

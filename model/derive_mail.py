@@ -6,14 +6,12 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Optional
 
 from . import facts
-from .mail import ROLE, Mail
+from .mail import EXPORTER_PORT, OPENDKIM_PORT, ROLE, SRS_FORWARD_PORT, SRS_REVERSE_PORT, Mail  # noqa: F401 (ports re-exported)
 
 if TYPE_CHECKING:
     from .dns import Dns
     from .stack import Host, Person
 
-# prometheus-postfix-exporter on the mail host's LAN address, asked by the monitoring host only.
-EXPORTER_PORT = 9154
 
 
 def mail_host(hosts: dict[str, "Host"]) -> Optional[str]:

@@ -18,6 +18,12 @@ from .base import _Model, check_email
 from .types import pattern_type, text_type, unique_items
 
 ROLE = "mail"
+# prometheus-postfix-exporter on the mail host's LAN address, asked by the monitoring host only.
+EXPORTER_PORT = 9154
+# Where the mail host's helpers listen: loopback only, Postfix is their one client.
+OPENDKIM_PORT = 8891
+SRS_FORWARD_PORT = 10001
+SRS_REVERSE_PORT = 10002
 
 # One DNS label: the selector is the first label of `<selector>._domainkey.<domain>` and the name
 # of the key file on the host, so dots (allowed by RFC 6376) are refused to keep both one name.

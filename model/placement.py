@@ -11,9 +11,8 @@ import ipaddress
 from typing import Optional
 
 from .derive import NODE_EXPORTER_PORT
-from .roles import public_ports
+from .roles import held_ports, public_ports
 from .errors import Problem
-from .derive_monitoring import BLACKBOX_PORT, PVE_EXPORTER_PORT
 
 # Roles whose host takes no catalog service. The gateway is the one host the internet reaches over
 # SSH and where the VPN enters the LAN; the backup target holds every host's repositories. A service
@@ -32,11 +31,8 @@ def role_ports(roles: list[str]) -> dict[int, str]:
         for proto, port, comment in public_ports(role):
             if proto == "tcp":
                 ports.setdefault(port, f"the {role} role ({comment})")
-    if "monitoring" in roles:
-        # Loopback-only exporters Prometheus asks; Prometheus and Alertmanager themselves (9090,
-        # 9093) are the UI services the catalog publishes, so those stay free for services.
-        ports[BLACKBOX_PORT] = "blackbox_exporter (the monitoring role)"
-        ports[PVE_EXPORTER_PORT] = "prometheus-pve-exporter (the monitoring role)"
+        for port, what in held_ports(role):
+            ports.setdefault(port, f"{what} (the {role} role)")
     return ports
 
 

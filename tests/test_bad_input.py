@@ -566,6 +566,12 @@ CASES = [
          "services.www.port", "held by the dns role", "pick another port"),
     case("service-on-the-blackbox-exporters-port", setting("services.alertmanager.port", 9115),
          "services.alertmanager.port", "held by blackbox_exporter", "pick another port"),
+    case("service-on-the-mail-hosts-exporter-port", setting("services.lists.port", 9154),
+         "services.lists.port", "9154 on lists is already held by postfix exporter (the mail role)", "pick another port"),
+    case("service-on-opendkims-loopback-port", setting("services.lists.port", 8891),
+         "services.lists.port", "8891 on lists is already held by opendkim (the mail role)", "pick another port"),
+    case("service-on-the-proxys-mtail-port", both(setting("services.www.host", "web1"), setting("services.www.port", 3903)),
+         "services.www.port", "3903 on web1 is already held by mtail (the reverse_proxy role)", "pick another port"),
     # Hosts that take no service.
     case("service-on-the-bastion", setting("services.www.host", "gateway"),
          "services.www.host", "gateway is the SSH bastion and VPN gateway", "move it to another host"),

@@ -77,10 +77,10 @@ QUEUE_MAX = 50
 DEFERRED_MAX = 20
 SMTP_PROBE_MODULE = "smtp_starttls"
 
-# Where the helpers listen on the mail host: loopback only, Postfix is their one client.
-OPENDKIM_PORT = 8891
-SRS_FORWARD_PORT = 10001
-SRS_REVERSE_PORT = 10002
+# Where the helpers listen on the mail host (loopback; model/roles.py keeps services off them).
+OPENDKIM_PORT = mail_model.OPENDKIM_PORT
+SRS_FORWARD_PORT = mail_model.SRS_FORWARD_PORT
+SRS_REVERSE_PORT = mail_model.SRS_REVERSE_PORT
 # The master.cf transport the DMARC report addresses are delivered to.
 DMARC_TRANSPORT = "dmarc"
 
