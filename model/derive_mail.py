@@ -13,7 +13,6 @@ if TYPE_CHECKING:
     from .stack import Host, Person
 
 
-
 def mail_host(hosts: dict[str, "Host"]) -> Optional[str]:
     """The host with role `mail` (check_mail allows one), or None."""
     names = facts.hosts_with_role(hosts, ROLE)

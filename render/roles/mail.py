@@ -279,7 +279,7 @@ def contribute(stack: Stack, host: str, plan: HostPlan) -> None:
 
 def rule_groups(stack: Stack) -> str:
     """The mail alert group, as more items of the monitoring rules file's `groups:` list."""
-    if stack.mail is None or mail_model.mail_host(stack.hosts) is None:
+    if relay_host(stack) is None:
         return ""
     return render(
         "mail/rules.yml.j2",
@@ -296,16 +296,16 @@ def rule_groups(stack: Stack) -> str:
 
 def scrapes(stack: Stack) -> list[Scrape]:
     """The exporter on the mail host's LAN address."""
-    host = mail_model.mail_host(stack.hosts)
-    if stack.mail is None or host is None:
+    host = relay_host(stack)
+    if host is None:
         return []
     return [Scrape("postfix", host, f"{stack.hosts[host].lan_ip}:{mail_model.EXPORTER_PORT}")]
 
 
 def probes(stack: Stack) -> list[Probe]:
     """The STARTTLS probe of port 25 (its certificate's expiry feeds CertificateExpiringSoon)."""
-    host = mail_model.mail_host(stack.hosts)
-    if stack.mail is None or host is None:
+    host = relay_host(stack)
+    if host is None:
         return []
     return [Probe("probe_smtp", host, SMTP_PROBE_MODULE, f"{stack.hosts[host].lan_ip}:25", f"smtp://{mail_name(stack)}:25", "smtp")]
 
@@ -320,7 +320,7 @@ def key_records(stack: Stack) -> list[Record]:
     """A TXT record per selector the mail host publishes in the zone. The tags are written here and
     the key follows as more strings of the same record: read without its late value (policy/view.py)
     the record still parses, as a key being published."""
-    if stack.mail is None or stack.dns is None or mail_model.mail_host(stack.hosts) is None:
+    if stack.dns is None or relay_host(stack) is None:
         return []
     return [
         Record(f"{sel}._domainkey.{dns.zone_name(stack)}", "TXT", f'"v=DKIM1; k=rsa; p=" {late(record_late(sel))}', stack.dns.ttl)
@@ -329,6 +329,8 @@ def key_records(stack: Stack) -> list[Record]:
 
 
 def relay_host(stack: Stack) -> Optional[str]:
+    """The mail host, once the stack has a mail section: the null clients' relay, and the host whose
+    exporter, probe and DKIM records the role publishes. None otherwise."""
     host = mail_model.mail_host(stack.hosts)
     return None if host is None or stack.mail is None else host
 
