@@ -107,3 +107,20 @@ def test_the_gathering_roles_import_no_role_that_publishes():
         imported = {a.name for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.level == 1 and not n.module for a in n.names}
         imported |= {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.level == 1 and n.module}
         assert not imported & publishers, f"render/roles/{gatherer}.py imports {imported & publishers}"
+
+
+@pytest.mark.parametrize("stack_name", STACKS)
+def test_every_published_scrape_is_a_port_its_hosts_roles_open_to_the_monitoring_host(stack_name):
+    """An exporter is said twice: as a Scrape (render, the scrape config) and as a role's scraped port
+    (model/roles.py, the firewall and placement). Each scrape must be one of those ports."""
+    from model.derive import inbound_rules
+    from model.roles import scraped_ports
+    from render import gather
+
+    stack = load_stack(stack_name)
+    scrapes = gather.scrapes(stack)
+    assert scrapes
+    for s in scrapes:
+        port = int(s.target.rsplit(":", 1)[1])
+        assert port in {p for role in stack.hosts[s.host].roles for p, _ in scraped_ports(role)}, s
+        assert any(r.port == port and r.source and r.source.endswith("/32") for r in inbound_rules(stack, s.host)), s
